@@ -1,0 +1,60 @@
+# Train -> promote -> build -> serve a credit-risk model; `make help` lists the targets.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+HOST ?= http://127.0.0.1:$(PORT)
+SMOKE_USERS ?= 10
+SMOKE_TIME ?= 30s
+REPORTS := loadtests/reports
+
+.DEFAULT_GOAL := help
+.PHONY: help setup train promote build bento serve demo test test-fast smoke lint rollback
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed ## virtual environment in .venv with the project and its tools
+
+$(VENV)/.installed: pyproject.toml requirements/serving.txt requirements/torch.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $@
+
+train: setup ## train on the credit data and register a version in MLflow (sqlite:///mlflow.db)
+	$(BIN)/python -m training.train
+
+promote: setup ## gate and import the newest registered version into the BentoML store
+	$(BIN)/python -m training.promote
+
+rollback: setup ## serve the previous champion again (then `make build`)
+	$(BIN)/python -m training.promote rollback
+
+build: setup ## bentoml build: a Bento around the champion model
+	$(BIN)/bentoml build --output tag
+
+bento: train promote build ## train -> register -> promote -> build
+
+serve: setup ## serve the latest built Bento on PORT (default 3000)
+	@echo "Serving credit-risk:latest at $(HOST)  (Ctrl-C stops)"
+	@echo "Try: curl -s -X POST $(HOST)/score -H 'content-type: application/json' -d @loadtests/example_request.json"
+	$(BIN)/bentoml serve credit-risk:latest --port $(PORT)
+
+demo: bento serve ## the main job end to end: bento + serve
+
+test: setup ## the whole test suite (unit, integration, end-to-end with real servers)
+	$(BIN)/pytest
+
+test-fast: setup ## unit and integration tests only
+	$(BIN)/pytest -m "not e2e"
+
+smoke: setup ## headless Locust smoke run against a running server at HOST
+	mkdir -p $(REPORTS)
+	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(HOST) \
+		-u $(SMOKE_USERS) -r $(SMOKE_USERS) -t $(SMOKE_TIME) --only-summary \
+		--csv $(REPORTS)/smoke --html $(REPORTS)/smoke.html --exit-code-on-error 1
+
+lint: setup ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .

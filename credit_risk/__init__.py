@@ -1,0 +1,1 @@
+"""Credit-risk domain code: contract, features, matrix, decision, monitoring."""

@@ -1,0 +1,69 @@
+"""What travels inside the model artifact besides the weights, so a model never loses its
+preprocessing: fitted feature parameters, the contract it was trained for, the training
+reference statistics (for drift) and a golden set (for promotion).
+
+They are MLflow ``extra_files`` of the logged model, so ``bentoml.mlflow.import_model`` carries
+them into the BentoML store and ``bentoml build`` into the Bento. Reading them needs neither
+MLflow nor BentoML: only the model directory.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from credit_risk.features import FeatureParams
+
+FEATURE_PARAMS_FILE = "feature_params.json"
+CONTRACT_FILE = "contract.json"
+REFERENCE_FILE = "reference_stats.json"
+GOLDEN_FILE = "golden.json"
+BUNDLE_FILES = (FEATURE_PARAMS_FILE, CONTRACT_FILE, REFERENCE_FILE, GOLDEN_FILE)
+EXTRA_FILES_DIR = "extra_files"
+
+
+@dataclass(frozen=True)
+class ModelBundle:
+    """The non-weight parts of a trained model, read from an MLflow model directory."""
+
+    feature_params: FeatureParams
+    contract: dict[str, Any]
+    reference: dict[str, Any]
+    golden: dict[str, Any]
+
+
+def read_bundle(mlflow_model_dir: Path) -> ModelBundle:
+    """Load the bundle files that training logged next to the model weights."""
+    folder = Path(mlflow_model_dir) / EXTRA_FILES_DIR
+    missing = [name for name in BUNDLE_FILES if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"model at {mlflow_model_dir} lacks bundle files {missing}")
+
+    def load(name: str) -> dict[str, Any]:
+        return json.loads((folder / name).read_text())
+
+    return ModelBundle(
+        feature_params=FeatureParams.model_validate(load(FEATURE_PARAMS_FILE)),
+        contract=load(CONTRACT_FILE),
+        reference=load(REFERENCE_FILE),
+        golden=load(GOLDEN_FILE),
+    )
+
+
+def write_bundle_files(folder: Path, bundle: ModelBundle) -> list[Path]:
+    """Write the bundle as JSON files, returned in the order MLflow should log them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    contents = {
+        FEATURE_PARAMS_FILE: bundle.feature_params.model_dump(mode="json"),
+        CONTRACT_FILE: bundle.contract,
+        REFERENCE_FILE: bundle.reference,
+        GOLDEN_FILE: bundle.golden,
+    }
+    paths = []
+    for name, content in contents.items():
+        path = folder / name
+        path.write_text(json.dumps(content, indent=1, sort_keys=True))
+        paths.append(path)
+    return paths

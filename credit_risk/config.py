@@ -1,0 +1,113 @@
+"""The one typed place for configuration, fed by environment variables (prefix ``CREDIT_RISK_``).
+
+Reading it has no side effects: nothing is created, no tracking URI is set. Services,
+training and promotion all take their knobs from here so a deployment is one set of env vars.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from credit_risk.champion import read_champion
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+CHAMPION_FILE = "champion.json"
+
+
+class DecisionThresholds(BaseSettings):
+    """Probability cut-offs of the business decision (env ``CREDIT_RISK_DECISION__*``)."""
+
+    approve_below: float = Field(0.25, gt=0, lt=1)
+    decline_at_or_above: float = Field(0.55, gt=0, lt=1)
+    max_loan_to_price_for_approve: float = Field(1.0, gt=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionThresholds:
+        if self.approve_below > self.decline_at_or_above:
+            raise ValueError("approve_below must not exceed decline_at_or_above")
+        return self
+
+
+class TrainingConfig(BaseSettings):
+    """Training knobs (env ``CREDIT_RISK_TRAIN_*``); the network size is here so a larger
+    variant for a GPU is a configuration change, not a code change."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CREDIT_RISK_TRAIN_", extra="ignore", protected_namespaces=()
+    )
+
+    seed: int = 42
+    sample_rows: int | None = Field(None, ge=50, description="Subsample for fast runs.")
+    hidden: tuple[int, ...] = (64,)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    epochs: int = Field(60, ge=1)
+    batch_size: int = Field(128, ge=1)
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    patience: int = Field(10, ge=1, description="Epochs without validation gain before stopping.")
+    golden_rows: int = Field(25, ge=1)
+    register_model: bool = True
+
+
+class Settings(BaseSettings):
+    """Everything a deployment may tune; defaults are the embedded, local ones."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CREDIT_RISK_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        protected_namespaces=(),
+    )
+
+    mlflow_tracking_uri: str = Field(
+        "sqlite:///mlflow.db", validation_alias="MLFLOW_TRACKING_URI"
+    )
+    registered_model_name: str = "credit-risk"
+    bento_model_name: str = "credit-risk"
+    experiment_name: str = "credit-risk"
+    champion_alias: str = "champion"
+    # Tag of the BentoML model the services serve; when unset, the tag promotion recorded.
+    model_tag: str | None = None
+    champion_file: Path = REPO_ROOT / CHAMPION_FILE
+
+    # Runner (model) service: a URL makes the API call a separately deployed runner.
+    runner_url: str | None = None
+    runner_device: Literal["auto", "cpu", "cuda"] = "auto"
+    runner_workers: int = Field(1, ge=1)
+    runner_max_batch_size: int = Field(256, ge=1)
+    runner_max_latency_ms: int = Field(200, ge=1)
+    runner_timeout_s: float = Field(10.0, gt=0)
+    runner_retries: int = Field(2, ge=0)
+
+    # API service.
+    api_workers: int = Field(1, ge=1)
+    api_max_concurrency: int = Field(64, ge=1)
+    api_timeout_s: float = Field(15.0, gt=0)
+    max_applications_per_request: int = Field(256, ge=1)
+
+    # Promotion gates.
+    promotion_min_test_auc: float = Field(0.75, ge=0, le=1)
+    promotion_max_auc_drop: float = Field(0.02, ge=0, le=1)
+    golden_tolerance: float = Field(1e-5, gt=0)
+
+    decision: DecisionThresholds = Field(default_factory=DecisionThresholds)
+
+    def served_model_tag(self) -> str:
+        """The explicit tag, else the champion recorded by promotion, else the newest import."""
+        if self.model_tag:
+            return self.model_tag
+        champion = read_champion(self.champion_file)
+        if champion is not None:
+            return champion.bento_model_tag
+        return f"{self.bento_model_name}:latest"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process; tests build their own ``Settings`` instead."""
+    return Settings()

@@ -1,0 +1,123 @@
+"""The input/output contract of the scoring API: what an upstream producer may send.
+
+Strict on purpose: numbers must be JSON numbers (no "42" strings), integers must be integers,
+NaN/inf are refused, unknown fields are refused, categories are closed enums, and every range
+is codified from domain sense (wider than the training data, which the features clip to).
+The contract version is logged with each model so promotion can refuse an incompatible one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+CONTRACT_VERSION = "1.0.0"
+MAX_APPLICATIONS_PER_REQUEST = 256
+
+Home = Literal["rent", "owner", "parents", "priv", "other", "ignore"]
+Marital = Literal["single", "married", "widow", "separated", "divorced"]
+Records = Literal["no", "yes"]
+Job = Literal["fixed", "freelance", "partime", "others"]
+
+CATEGORICAL_FIELDS: tuple[str, ...] = ("home", "marital", "records", "job")
+NUMERIC_FIELDS: tuple[str, ...] = (
+    "seniority",
+    "time",
+    "age",
+    "expenses",
+    "income",
+    "assets",
+    "debt",
+    "amount",
+    "price",
+)
+OPTIONAL_NUMERIC_FIELDS: tuple[str, ...] = ("income", "assets", "debt")
+CONTRACT_FIELDS: tuple[str, ...] = (
+    "seniority",
+    "home",
+    "time",
+    "age",
+    "marital",
+    "records",
+    "job",
+    "expenses",
+    "income",
+    "assets",
+    "debt",
+    "amount",
+    "price",
+)
+
+_STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
+
+RequestId = Annotated[
+    str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._:-]+$")
+]
+
+
+class Application(BaseModel):
+    """One credit application, in the data set's units (money in the lender's units)."""
+
+    model_config = _STRICT
+
+    request_id: RequestId | None = Field(
+        None, description="Caller's id for joining outcomes later; generated when absent."
+    )
+    seniority: int = Field(ge=0, le=70, description="Years with the current employer.")
+    home: Home | None = Field(description="Housing situation; null when unknown.")
+    time: int = Field(ge=1, le=120, description="Requested loan term in months.")
+    age: int = Field(ge=18, le=100, description="Applicant age in years.")
+    marital: Marital | None = Field(description="Marital status; null when unknown.")
+    records: Records = Field(description="Whether the applicant has prior default records.")
+    job: Job | None = Field(description="Type of employment; null when unknown.")
+    expenses: float = Field(ge=0, le=10_000, description="Monthly expenses.")
+    income: float | None = Field(None, ge=0, le=100_000, description="Monthly income.")
+    assets: float | None = Field(None, ge=0, le=100_000_000, description="Total assets.")
+    debt: float | None = Field(None, ge=0, le=100_000_000, description="Total debt.")
+    amount: float = Field(gt=0, le=10_000_000, description="Requested loan amount.")
+    price: float = Field(gt=0, le=100_000_000, description="Price of the financed good.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Application:
+        if self.seniority > self.age:
+            raise ValueError("seniority (years employed) cannot exceed age")
+        return self
+
+
+class ScoreRequest(BaseModel):
+    """A batch of applications; each is scored and answered independently."""
+
+    model_config = _STRICT
+
+    applications: list[Application] = Field(
+        min_length=1, max_length=MAX_APPLICATIONS_PER_REQUEST
+    )
+
+
+Decision = Literal["approve", "review", "decline"]
+
+
+class ScoreResult(BaseModel):
+    """The answer for one application."""
+
+    request_id: str
+    probability_default: float
+    decision: Decision
+    reasons: list[str]
+    model_tag: str
+    contract_version: str = CONTRACT_VERSION
+
+
+class ScoreResponse(BaseModel):
+    results: list[ScoreResult]
+
+
+def contract_document() -> dict[str, Any]:
+    """Machine-readable contract, logged with every model and served at ``GET /contract``."""
+    return {
+        "version": CONTRACT_VERSION,
+        "fields": list(CONTRACT_FIELDS),
+        "max_applications_per_request": MAX_APPLICATIONS_PER_REQUEST,
+        "application_schema": Application.model_json_schema(),
+    }

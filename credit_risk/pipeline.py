@@ -1,0 +1,18 @@
+"""Validated applications to the model matrix: the one path that training, the API service,
+batch scoring and the parity tests all call, so there is nothing to drift apart."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from credit_risk.features import FeatureParams, build_features, raw_columns_from_records
+from credit_risk.matrix import to_matrix
+
+
+def records_to_matrix(records: Sequence[Mapping[str, Any]], params: FeatureParams) -> np.ndarray:
+    """Contract records (plain dicts) to the float32 matrix the model was trained on."""
+    raw = raw_columns_from_records(records)
+    return to_matrix(build_features(raw, params), params.feature_names)

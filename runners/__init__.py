@@ -1,0 +1,1 @@
+"""The model runner service and its torch execution core."""

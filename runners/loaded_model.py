@@ -1,0 +1,33 @@
+"""A model as served: its bundle (preprocessing, contract, references) and its torch scorer,
+both read from one MLflow model folder, the way the runner, promotion and batch scoring see it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from credit_risk.bundle import ModelBundle, read_bundle
+from credit_risk.pipeline import records_to_matrix
+from runners.torch_core import TorchScorer
+
+MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model keeps the MLflow model
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    tag: str
+    bundle: ModelBundle
+    scorer: TorchScorer
+
+    @classmethod
+    def from_mlflow_dir(cls, tag: str, folder: Path, device: torch.device) -> LoadedModel:
+        bundle = read_bundle(folder)
+        width = len(bundle.feature_params.feature_names)
+        return cls(tag, bundle, TorchScorer.from_model_dir(folder, device, width))
+
+    def score_records(self, records: list[dict[str, object]]) -> np.ndarray:
+        """Contract records to probabilities through the one shared feature pipeline."""
+        return self.scorer.predict(records_to_matrix(records, self.bundle.feature_params))

@@ -1,0 +1,1 @@
+"""Training, MLflow logging and gated promotion into the BentoML store."""

@@ -1,0 +1,104 @@
+"""Promotion gates: each answers pass/fail with the numbers behind it; any failure refuses
+the promotion. They run against the model as imported into the BentoML store, so a pass
+proves the artifact that will be served loads and predicts as it did in training."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+
+import numpy as np
+
+from credit_risk.bundle import ModelBundle
+from credit_risk.config import DecisionThresholds, Settings
+from credit_risk.contract import CONTRACT_FIELDS, CONTRACT_VERSION, Application
+from credit_risk.decision import decide
+from runners.loaded_model import LoadedModel
+from training.registry import Candidate
+
+TEST_AUC = "test_roc_auc"
+
+
+@dataclass(frozen=True)
+class GateResult:
+    name: str
+    passed: bool
+    detail: str
+
+
+def contract_gate(bundle: ModelBundle) -> GateResult:
+    version_ok = bundle.contract.get("version") == CONTRACT_VERSION
+    fields_ok = bundle.contract.get("fields") == list(CONTRACT_FIELDS)
+    return GateResult(
+        "contract",
+        version_ok and fields_ok,
+        f"model contract {bundle.contract.get('version')} vs served {CONTRACT_VERSION}; "
+        f"fields {'match' if fields_ok else 'differ'}",
+    )
+
+
+def decisions(
+    probabilities: np.ndarray, records: list[dict[str, object]], thresholds: DecisionThresholds
+) -> list[str]:
+    return [
+        decide(float(p), Application.model_validate(r), thresholds).decision
+        for p, r in zip(probabilities, records, strict=True)
+    ]
+
+
+def golden_gate(
+    candidate: LoadedModel, champion: LoadedModel | None, settings: Settings
+) -> GateResult:
+    """The imported candidate must reproduce its logged golden outputs; flips vs the champion
+    are reported (they are policy-relevant, not a failure by themselves)."""
+    records = candidate.bundle.golden["records"]
+    expected = np.asarray(candidate.bundle.golden["probabilities"], dtype=np.float64)
+    got = candidate.score_records(records).astype(np.float64)
+    max_error = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
+    detail = f"{len(records)} rows, max |error| {max_error:.2e} (tolerance {settings.golden_tolerance:.0e})"
+    if champion is not None:
+        theirs = decisions(champion.score_records(records), records, settings.decision)
+        ours = decisions(got, records, settings.decision)
+        flips = sum(a != b for a, b in zip(ours, theirs, strict=True))
+        detail += f"; {flips} decision flips vs champion"
+    return GateResult("golden_set", max_error <= settings.golden_tolerance, detail)
+
+
+def metric_gate(
+    candidate: Candidate, champion: Candidate | None, settings: Settings
+) -> GateResult:
+    auc = candidate.metrics.get(TEST_AUC)
+    if auc is None:
+        return GateResult("metric_floor", False, f"run logged no {TEST_AUC}")
+    floor = settings.promotion_min_test_auc
+    detail = f"{TEST_AUC} {auc:.4f} (floor {floor:.4f})"
+    passed = auc >= floor
+    if champion is not None and TEST_AUC in champion.metrics:
+        theirs = champion.metrics[TEST_AUC]
+        passed = passed and auc >= theirs - settings.promotion_max_auc_drop
+        detail += f"; champion v{champion.version} {theirs:.4f}, max drop {settings.promotion_max_auc_drop}"
+    return GateResult("metric_floor", passed, detail)
+
+
+def installed_version(name: str) -> str:
+    try:
+        return version(name).split("+")[0]
+    except PackageNotFoundError:
+        return "missing"
+
+
+def dependency_gate(requirements_file: Path) -> GateResult:
+    """Every ``name==version`` the model was logged with must be what this environment has."""
+    pins = [
+        line.strip().split("==")
+        for line in requirements_file.read_text().splitlines()
+        if "==" in line and not line.startswith("#")
+    ]
+    mismatches = [
+        f"{name} trained {wanted} / serving {installed_version(name)}"
+        for name, wanted in pins
+        if installed_version(name) != wanted
+    ]
+    detail = "; ".join(mismatches) if mismatches else f"{len(pins)} pinned packages match"
+    return GateResult("dependency_parity", not mismatches, detail)

@@ -1,0 +1,204 @@
+"""Promote a registered MLflow version into the BentoML store, only if every gate passes.
+
+    python -m training.promote [--version N | --alias A] [--force --reason "..."]
+    python -m training.promote rollback      # serve the previous champion again
+    python -m training.promote history       # what was served, newest first
+
+A promotion imports the version (``bentoml.mlflow.import_model``, lineage as labels and
+metadata), runs the gates against the imported copy, and only then moves the MLflow
+``champion`` alias and the served tag (``champion.json``) together. A refused promotion
+leaves both stores as they were. ``make bento`` then builds the Bento around that tag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import bentoml
+import mlflow
+import torch
+from bentoml.exceptions import NotFound
+from mlflow import MlflowClient
+
+from credit_risk.champion import ChampionRecord, Promotion, read_champion, write_champion
+from credit_risk.config import Settings
+from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
+from training.gates import GateResult, contract_gate, dependency_gate, golden_gate, metric_gate
+from training.registry import Candidate, current_alias, resolve
+
+log = logging.getLogger(__name__)
+CPU = torch.device("cpu")
+
+
+class PromotionRefused(RuntimeError):
+    """At least one gate failed and no ``--force`` reason was given."""
+
+
+@dataclass(frozen=True)
+class PromotionReport:
+    candidate: Candidate
+    bento_model_tag: str
+    gates: list[GateResult]
+    promoted: bool
+
+
+def bento_tag(candidate: Candidate, settings: Settings) -> str:
+    """One BentoML tag per MLflow version, so re-promoting (or rolling back) reuses it."""
+    return f"{settings.bento_model_name}:mlflow-v{candidate.version}"
+
+
+def lineage(candidate: Candidate) -> tuple[dict[str, str], dict[str, object]]:
+    """Labels (short strings, searchable) and metadata (the full record) for the import."""
+    labels = {
+        "registered_model": candidate.name,
+        "mlflow_version": candidate.version,
+        "mlflow_run_id": candidate.run_id,
+        "contract_version": candidate.tags.get("contract_version", "unknown"),
+    }
+    metadata: dict[str, object] = {
+        "mlflow_run_id": candidate.run_id,
+        "mlflow_model_uri": candidate.model_uri,
+        "data_fingerprint": candidate.tags.get("data_fingerprint", "unknown"),
+        "git_commit": candidate.tags.get("git_commit", "unknown"),
+        "metrics": {k: round(v, 6) for k, v in sorted(candidate.metrics.items())},
+    }
+    return labels, metadata
+
+
+def import_into_store(candidate: Candidate, settings: Settings) -> tuple[bentoml.Model, bool]:
+    """The BentoML model for the candidate, imported now unless the store has it already."""
+    tag = bento_tag(candidate, settings)
+    try:
+        return bentoml.models.get(tag), False
+    except NotFound:
+        labels, metadata = lineage(candidate)
+        model = bentoml.mlflow.import_model(
+            tag, candidate.model_uri, labels=labels, metadata=metadata
+        )
+        return model, True
+
+
+def load(model: bentoml.Model) -> LoadedModel:
+    return LoadedModel.from_mlflow_dir(str(model.tag), Path(model.path_of(MLFLOW_MODEL_FOLDER)), CPU)
+
+
+def run_gates(
+    candidate: Candidate,
+    imported: bentoml.Model,
+    champion: Candidate | None,
+    settings: Settings,
+) -> list[GateResult]:
+    loaded = load(imported)
+    champion_model = None
+    if champion is not None and champion.version != candidate.version:
+        champion_model = load(bentoml.models.get(bento_tag(champion, settings)))
+    return [
+        contract_gate(loaded.bundle),
+        golden_gate(loaded, champion_model, settings),
+        metric_gate(candidate, champion if champion_model else None, settings),
+        dependency_gate(Path(imported.path_of(MLFLOW_MODEL_FOLDER)) / "requirements.txt"),
+    ]
+
+
+def record_champion(
+    candidate: Candidate, tag: str, settings: Settings, forced_reason: str | None
+) -> None:
+    previous = read_champion(settings.champion_file)
+    promotion = Promotion(
+        bento_model_tag=tag,
+        registered_model=candidate.name,
+        mlflow_version=candidate.version,
+        mlflow_run_id=candidate.run_id,
+        promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        forced_reason=forced_reason,
+    )
+    history = [previous.current, *previous.history] if previous else []
+    write_champion(settings.champion_file, ChampionRecord(current=promotion, history=history))
+
+
+def promote(
+    settings: Settings,
+    version: str | None = None,
+    alias: str | None = None,
+    force_reason: str | None = None,
+) -> PromotionReport:
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    client = MlflowClient()
+    candidate = resolve(client, settings.registered_model_name, version, alias)
+    champion = current_alias(client, settings.registered_model_name, settings.champion_alias)
+    imported, created = import_into_store(candidate, settings)
+    tag = str(imported.tag)
+    try:
+        gates = run_gates(candidate, imported, champion, settings)
+    except Exception:
+        if created:  # a candidate that cannot even be checked must not stay in the store
+            bentoml.models.delete(tag)
+        raise
+    if not all(gate.passed for gate in gates) and force_reason is None:
+        if created:
+            bentoml.models.delete(tag)
+        return PromotionReport(candidate, tag, gates, promoted=False)
+    client.set_registered_model_alias(
+        settings.registered_model_name, settings.champion_alias, candidate.version
+    )
+    record_champion(candidate, tag, settings, force_reason)
+    return PromotionReport(candidate, tag, gates, promoted=True)
+
+
+def rollback(settings: Settings) -> Promotion:
+    """Serve the previous champion again: MLflow alias and served tag move back together."""
+    record = read_champion(settings.champion_file)
+    if record is None or not record.history:
+        raise LookupError("no previous champion to roll back to")
+    previous, *older = record.history
+    bentoml.models.get(previous.bento_model_tag)  # still in the store, or NotFound
+    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    MlflowClient().set_registered_model_alias(
+        previous.registered_model, settings.champion_alias, previous.mlflow_version
+    )
+    write_champion(settings.champion_file, ChampionRecord(current=previous, history=older))
+    return previous
+
+
+def print_report(report: PromotionReport) -> None:
+    for gate in report.gates:
+        print(f"  [{'PASS' if gate.passed else 'FAIL'}] {gate.name}: {gate.detail}")
+    verdict = "PROMOTED" if report.promoted else "REFUSED"
+    print(f"{verdict} {report.candidate.name} v{report.candidate.version} as {report.bento_model_tag}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.promote", description=__doc__)
+    parser.add_argument("action", nargs="?", default="promote", choices=["promote", "rollback", "history"])
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--version", help="registered version number (default: newest)")
+    which.add_argument("--alias", help="registered alias, e.g. challenger")
+    parser.add_argument("--force", action="store_true", help="promote despite failed gates")
+    parser.add_argument("--reason", help="why --force is justified (recorded)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    settings = Settings()
+
+    if args.action == "history":
+        record = read_champion(settings.champion_file)
+        for entry in [record.current, *record.history] if record else []:
+            print(f"{entry.promoted_at}  {entry.bento_model_tag}  run={entry.mlflow_run_id}")
+        return 0
+    if args.action == "rollback":
+        restored = rollback(settings)
+        print(f"ROLLED BACK to {restored.bento_model_tag}; rebuild with `make build`")
+        return 0
+    if args.force and not args.reason:
+        parser.error("--force needs --reason")
+    report = promote(settings, args.version, args.alias, args.reason if args.force else None)
+    print_report(report)
+    return 0 if report.promoted else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
