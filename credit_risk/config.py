@@ -67,6 +67,8 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str = Field(
         "sqlite:///mlflow.db", validation_alias="MLFLOW_TRACKING_URI"
     )
+    # Where new experiments keep artifacts (e.g. s3://bucket/path); MLflow's default if unset.
+    mlflow_artifact_location: str | None = None
     registered_model_name: str = "credit-risk"
     bento_model_name: str = "credit-risk"
     experiment_name: str = "credit-risk"

@@ -87,10 +87,13 @@ def raw_columns_from_records(records: Sequence[Mapping[str, Any]]) -> dict[str, 
 
 
 def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
-    """numerator / denominator, NaN where the denominator is missing, zero or negative."""
+    """numerator / denominator, NaN where the denominator is missing, zero or negative.
+
+    A ratio too large for float64 becomes +inf (an extreme, clipped later), not NaN (missing)."""
     valid = np.isfinite(denominator) & (denominator > 0) & np.isfinite(numerator)
     out = np.full(numerator.shape, np.nan, dtype=np.float64)
-    np.divide(numerator, denominator, out=out, where=valid)
+    with np.errstate(over="ignore"):
+        np.divide(numerator, denominator, out=out, where=valid)
     return out
 
 
@@ -108,7 +111,7 @@ def _fit_scaled(values: np.ndarray, log: bool) -> ScaledParams:
         raise ValueError("cannot fit a feature with no observed values")
     fill = float(np.median(present))
     low, high = (float(q) for q in np.quantile(present, CLIP_QUANTILES))
-    prepared = _prepare(np.where(np.isfinite(values), values, fill), fill, low, high, log)
+    prepared = _prepare(values, fill, low, high, log)
     std = float(prepared.std())
     return ScaledParams(
         fill=fill, low=low, high=high, log=log, mean=float(prepared.mean()), std=std or 1.0
@@ -116,7 +119,8 @@ def _fit_scaled(values: np.ndarray, log: bool) -> ScaledParams:
 
 
 def _prepare(values: np.ndarray, fill: float, low: float, high: float, log: bool) -> np.ndarray:
-    repaired = np.clip(np.where(np.isfinite(values), values, fill), low, high)
+    """NaN (missing) takes the fitted fill; everything else, infinities included, is clipped."""
+    repaired = np.clip(np.where(np.isnan(values), fill, values), low, high)
     return np.log1p(repaired) if log else repaired
 
 
@@ -163,7 +167,7 @@ def build_features(raw: RawColumns, params: FeatureParams) -> FeatureColumns:
     for field in NUMERIC_FIELDS:
         features[f"num__{field}"] = scale(raw[field].astype(np.float64), params.numeric[field])
     for field in MISSING_FLAG_FIELDS:
-        missing = ~np.isfinite(raw[field].astype(np.float64))
+        missing = np.isnan(raw[field].astype(np.float64))
         features[f"missing__{field}"] = missing.astype(np.float64)
     ratios = ratio_columns(raw)
     for name in RATIOS:

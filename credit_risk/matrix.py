@@ -37,7 +37,8 @@ def to_matrix(features: Mapping[str, np.ndarray], columns: Sequence[str]) -> np.
             raise MatrixError(column, f"non-numeric values (dtype {values.dtype})")
         if arrays and values.shape[0] != arrays[0].shape[0]:
             raise MatrixError(column, f"has {values.shape[0]} rows, expected {arrays[0].shape[0]}")
-        as_float = values.astype(np.float32)
+        with np.errstate(over="ignore"):  # overflow becomes inf, refused just below
+            as_float = values.astype(np.float32)
         if not np.all(np.isfinite(as_float)):
             raise MatrixError(column, "NaN or infinite value (or too large for float32)")
         arrays.append(as_float)

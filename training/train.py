@@ -61,6 +61,16 @@ def git_commit() -> str:
     return completed.stdout.strip()
 
 
+def ensure_experiment(settings: Settings) -> None:
+    """Select the experiment, creating it with the configured artifact location if new."""
+    client = mlflow.MlflowClient()
+    if client.get_experiment_by_name(settings.experiment_name) is None:
+        client.create_experiment(
+            settings.experiment_name, artifact_location=settings.mlflow_artifact_location
+        )
+    mlflow.set_experiment(settings.experiment_name)
+
+
 def train(config: TrainingConfig, settings: Settings) -> TrainResult:
     frame = sample(load_credit_data(), config.sample_rows, config.seed)
     splits = split(frame, config.seed)
@@ -92,7 +102,7 @@ def train(config: TrainingConfig, settings: Settings) -> TrainResult:
     data_id = fingerprint(frame)
 
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    mlflow.set_experiment(settings.experiment_name)
+    ensure_experiment(settings)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as folder:
         mlflow.set_tags(
             {
