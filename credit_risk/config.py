@@ -100,13 +100,16 @@ class Settings(BaseSettings):
     decision: DecisionThresholds = Field(default_factory=DecisionThresholds)
 
     def served_model_tag(self) -> str:
-        """The explicit tag, else the champion recorded by promotion, else the newest import."""
+        """The explicit tag, else the champion recorded by promotion; never an unpromoted model."""
         if self.model_tag:
             return self.model_tag
         champion = read_champion(self.champion_file)
-        if champion is not None:
-            return champion.bento_model_tag
-        return f"{self.bento_model_name}:latest"
+        if champion is None:
+            raise LookupError(
+                f"no champion recorded in {self.champion_file}: run `make promote` "
+                "(python -m training.promote) or set CREDIT_RISK_MODEL_TAG"
+            )
+        return champion.bento_model_tag
 
 
 @lru_cache(maxsize=1)

@@ -91,3 +91,20 @@ def fitted_params(credit_splits):
     from training.data import to_records
 
     return fit_feature_params(raw_columns_from_records(to_records(credit_splits.train)))
+
+
+from tests_support import TINY_CONFIG
+
+
+@pytest.fixture(scope="session")
+def champion(workspace):
+    """A tiny model trained on the full data, registered in MLflow and promoted into BentoML."""
+    from credit_risk.config import Settings, TrainingConfig
+    from training.promote import promote
+    from training.train import train
+
+    settings = Settings()
+    result = train(TrainingConfig(**TINY_CONFIG), settings)
+    report = promote(settings, version=result.registered_version)
+    assert report.promoted, report.gates
+    return settings, result, report

@@ -1,0 +1,62 @@
+"""Train/serve parity: the test split's rows, sent through the service path as JSON, give the
+training pipeline's matrix bit for bit and its probabilities within 1e-6."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import bentoml
+import numpy as np
+import torch
+
+from credit_risk.bundle import read_bundle
+from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ScoreRequest
+from credit_risk.pipeline import records_to_matrix
+from runners.loaded_model import MLFLOW_MODEL_FOLDER
+from runners.torch_core import TorchScorer, load_exported_module
+from training.data import load_credit_data, split, to_records
+
+
+class SpyRunner:
+    """Delegates to the real runner and keeps every matrix the API sent it."""
+
+    def __init__(self, runner):
+        self.runner = runner
+        self.matrices: list[np.ndarray] = []
+        self.to_async = self
+
+    async def predict(self, matrix):
+        self.matrices.append(np.array(matrix, copy=True))
+        return await self.runner.to_async.predict(matrix)
+
+
+def test_service_path_reproduces_training_matrix_and_probabilities(champion):
+    from service import CreditRiskAPI
+
+    settings, result, report = champion
+    test_rows = split(load_credit_data(), seed=42).test  # the split training used (seed 42)
+    records = to_records(test_rows)
+    folder = Path(bentoml.models.get(report.bento_model_tag).path_of(MLFLOW_MODEL_FOLDER))
+    params = read_bundle(folder).feature_params
+
+    training_matrix = records_to_matrix(records, params)  # exactly what train() computed
+    trained = TorchScorer(load_exported_module(folder), torch.device("cpu"), training_matrix.shape[1])
+    training_probabilities = trained.predict(training_matrix)
+
+    api = CreditRiskAPI()
+    spy = SpyRunner(api.runner)
+    api.runner = spy
+    served: list[float] = []
+    for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
+        chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]
+        body = ScoreRequest.model_validate({"applications": chunk}).model_dump_json(exclude_none=True)
+        request = ScoreRequest.model_validate_json(body)  # what the HTTP layer parses
+        response = asyncio.run(api.score(request.applications))
+        served += [r.probability_default for r in response.results]
+
+    served_matrix = np.concatenate(spy.matrices)
+    assert served_matrix.dtype == training_matrix.dtype == np.float32
+    np.testing.assert_array_equal(served_matrix, training_matrix)
+    np.testing.assert_allclose(np.array(served), training_probabilities, rtol=0, atol=1e-6)
+    assert len(served) == len(test_rows) == 891
