@@ -64,9 +64,7 @@ class Settings(BaseSettings):
         protected_namespaces=(),
     )
 
-    mlflow_tracking_uri: str = Field(
-        "sqlite:///mlflow.db", validation_alias="MLFLOW_TRACKING_URI"
-    )
+    mlflow_tracking_uri: str = Field("sqlite:///mlflow.db", validation_alias="MLFLOW_TRACKING_URI")
     # Where new experiments keep artifacts (e.g. s3://bucket/path); MLflow's default if unset.
     mlflow_artifact_location: str | None = None
     registered_model_name: str = "credit-risk"

@@ -33,22 +33,6 @@ NUMERIC_FIELDS: tuple[str, ...] = (
     "price",
 )
 OPTIONAL_NUMERIC_FIELDS: tuple[str, ...] = ("income", "assets", "debt")
-CONTRACT_FIELDS: tuple[str, ...] = (
-    "seniority",
-    "home",
-    "time",
-    "age",
-    "marital",
-    "records",
-    "job",
-    "expenses",
-    "income",
-    "assets",
-    "debt",
-    "amount",
-    "price",
-)
-
 _STRICT = ConfigDict(extra="forbid", strict=True, allow_inf_nan=False, frozen=True)
 
 RequestId = Annotated[
@@ -68,7 +52,9 @@ class Application(BaseModel):
     home: Home | None = Field(None, description="Housing situation; null or absent when unknown.")
     time: int = Field(ge=1, le=120, description="Requested loan term in months.")
     age: int = Field(ge=18, le=100, description="Applicant age in years.")
-    marital: Marital | None = Field(None, description="Marital status; null or absent when unknown.")
+    marital: Marital | None = Field(
+        None, description="Marital status; null or absent when unknown."
+    )
     records: Records = Field(description="Whether the applicant has prior default records.")
     job: Job | None = Field(None, description="Type of employment; null or absent when unknown.")
     expenses: float = Field(ge=0, le=10_000, description="Monthly expenses.")
@@ -85,14 +71,16 @@ class Application(BaseModel):
         return self
 
 
+# The data set's columns in its own order; ``request_id`` is an envelope field, not a feature.
+CONTRACT_FIELDS: tuple[str, ...] = tuple(f for f in Application.model_fields if f != "request_id")
+
+
 class ScoreRequest(BaseModel):
     """A batch of applications; each is scored and answered independently."""
 
     model_config = _STRICT
 
-    applications: list[Application] = Field(
-        min_length=1, max_length=MAX_APPLICATIONS_PER_REQUEST
-    )
+    applications: list[Application] = Field(min_length=1, max_length=MAX_APPLICATIONS_PER_REQUEST)
 
 
 Decision = Literal["approve", "review", "decline"]

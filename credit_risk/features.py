@@ -21,9 +21,7 @@ RawColumns = Mapping[str, np.ndarray]
 FeatureColumns = dict[str, np.ndarray]
 
 UNKNOWN_LEVEL = "__unknown__"
-LOG_FIELDS: frozenset[str] = frozenset(
-    {"expenses", "income", "assets", "debt", "amount", "price"}
-)
+LOG_FIELDS: frozenset[str] = frozenset({"expenses", "income", "assets", "debt", "amount", "price"})
 MISSING_FLAG_FIELDS: tuple[str, ...] = ("income", "assets", "debt")
 # name -> (numerator, denominator); a missing or non-positive denominator gives a missing ratio.
 RATIOS: dict[str, tuple[str, str]] = {

@@ -43,7 +43,11 @@ class CreditApplicant(FastHttpUser):
         if self.rng.random() < self.bad_share:
             kind, body = bad_body(self.rng)
             with self.client.post(
-                "/score", data=body, headers=HEADERS, name=f"/score [bad:{kind}]", catch_response=True
+                "/score",
+                data=body,
+                headers=HEADERS,
+                name=f"/score [bad:{kind}]",
+                catch_response=True,
             ) as response:
                 if 400 <= response.status_code < 500:
                     response.success()
@@ -51,7 +55,10 @@ class CreditApplicant(FastHttpUser):
                     response.failure(f"bad input {kind} answered {response.status_code}")
             return
         with self.client.post(
-            "/score", data=good_body(self.rng, self.batch_size), headers=HEADERS, catch_response=True
+            "/score",
+            data=good_body(self.rng, self.batch_size),
+            headers=HEADERS,
+            catch_response=True,
         ) as response:
             if response.status_code != 200:
                 response.failure(f"status {response.status_code}")

@@ -43,7 +43,9 @@ class TorchScorer:
         self.module = module.to(device)
 
     @classmethod
-    def from_model_dir(cls, mlflow_model_dir: Path, device: torch.device, width: int) -> TorchScorer:
+    def from_model_dir(
+        cls, mlflow_model_dir: Path, device: torch.device, width: int
+    ) -> TorchScorer:
         return cls(load_exported_module(mlflow_model_dir), device, width)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:

@@ -13,6 +13,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from tests_support import TINY_CONFIG
 
 TIERS = ("unit", "integration", "e2e")
 _WORKSPACE = Path(tempfile.mkdtemp(prefix="credit-risk-tests-"))
@@ -91,9 +92,6 @@ def fitted_params(credit_splits):
     from training.data import to_records
 
     return fit_feature_params(raw_columns_from_records(to_records(credit_splits.train)))
-
-
-from tests_support import TINY_CONFIG
 
 
 @pytest.fixture(scope="session")

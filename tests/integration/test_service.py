@@ -23,7 +23,7 @@ def score(api, records):
 def test_scores_each_application_with_id_probability_decision_and_tag(api, champion, make_record):
     _, _, report = champion
     results = score(api, [make_record(request_id="abc-1"), make_record(records="yes", income=None)])
-    assert [r.request_id for r in results][0] == "abc-1"
+    assert results[0].request_id == "abc-1"
     assert len(results[1].request_id) == 32
     for result in results:
         assert 0 < result.probability_default < 1

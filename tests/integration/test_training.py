@@ -28,24 +28,36 @@ def test_registered_version_carries_model_signature_bundle_metrics_and_lineage(c
     assert run.data.tags["data_fingerprint"] == fingerprint(load_credit_data())
     assert {"hidden", "epochs", "feature_width", "seed"} <= set(run.data.params)
 
-    folder = Path(mlflow.artifacts.download_artifacts(f"models:/{settings.registered_model_name}/{result.registered_version}"))
+    folder = Path(
+        mlflow.artifacts.download_artifacts(
+            f"models:/{settings.registered_model_name}/{result.registered_version}"
+        )
+    )
     model_info = mlflow.models.get_model_info(str(folder))
     assert model_info.signature.inputs.to_dict()[0]["tensor-spec"]["shape"][1] == len(
         read_bundle(folder).feature_params.feature_names
     )
     assert (folder / "input_example.json").is_file()
     requirements = (folder / "requirements.txt").read_text()
-    assert "torch==2.13.0" in requirements and "numpy==" in requirements
+    assert "torch==2.13.0" in requirements
+    assert "numpy==" in requirements
     assert sorted(p.name for p in (folder / "extra_files").iterdir()) == sorted(BUNDLE_FILES)
     run_artifacts = {a.path for a in client.list_artifacts(version.run_id, "bundle")}
     assert run_artifacts == {f"bundle/{name}" for name in BUNDLE_FILES}
-    calibration = json.loads(Path(mlflow.artifacts.download_artifacts(run_id=version.run_id, artifact_path="calibration.json")).read_text())
+    calibration = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=version.run_id, artifact_path="calibration.json"
+            )
+        ).read_text()
+    )
     assert calibration["test"]
 
 
 def test_bundle_holds_reference_statistics_and_golden_set(champion):
-    settings, result, report = champion
     import bentoml
+
+    _, _, report = champion
 
     model = bentoml.models.get(report.bento_model_tag)
     bundle = read_bundle(Path(model.path_of("mlflow_model")))

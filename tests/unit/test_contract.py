@@ -66,7 +66,8 @@ def test_optional_fields_may_be_null_or_absent(make_record):
     application = Application.model_validate(
         make_record(income=None, assets=..., debt=..., home=None, marital=None, job=None)
     )
-    assert application.income is None and application.assets is None
+    assert application.income is None
+    assert application.assets is None
 
 
 def test_valid_json_round_trip(make_record):
@@ -81,3 +82,10 @@ def test_contract_document_names_every_field_and_version():
     assert document["fields"] == list(CONTRACT_FIELDS)
     assert set(CONTRACT_FIELDS) <= set(document["application_schema"]["properties"])
     assert document["version"]
+
+
+def test_every_contract_field_is_either_numeric_or_categorical():
+    from credit_risk.contract import CATEGORICAL_FIELDS, NUMERIC_FIELDS
+
+    assert sorted(CONTRACT_FIELDS) == sorted(NUMERIC_FIELDS + CATEGORICAL_FIELDS)
+    assert CONTRACT_FIELDS[:3] == ("seniority", "home", "time")

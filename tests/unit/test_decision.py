@@ -14,10 +14,20 @@ THRESHOLDS = DecisionThresholds(approve_below=0.2, decline_at_or_above=0.6)
 
 @pytest.mark.parametrize(
     ("probability", "decision"),
-    [(0.0, "approve"), (0.1999, "approve"), (0.2, "review"), (0.5999, "review"), (0.6, "decline"), (1.0, "decline")],
+    [
+        (0.0, "approve"),
+        (0.1999, "approve"),
+        (0.2, "review"),
+        (0.5999, "review"),
+        (0.6, "decline"),
+        (1.0, "decline"),
+    ],
 )
 def test_thresholds_split_the_probability_range(make_record, probability, decision):
-    assert decide(probability, Application.model_validate(make_record()), THRESHOLDS).decision == decision
+    assert (
+        decide(probability, Application.model_validate(make_record()), THRESHOLDS).decision
+        == decision
+    )
 
 
 @pytest.mark.parametrize(

@@ -36,7 +36,9 @@ def test_ratio_with_zero_denominator_is_imputed_not_inf(make_record, fitted_para
     features = features_of([make_record(assets=0.0, debt=500.0, income=0.0)], fitted_params)
     for name in ("ratio__debt_to_assets", "ratio__amount_to_income", "ratio__expenses_to_income"):
         assert np.isfinite(features[name]).all(), name
-    imputed = (fitted_params.ratios["debt_to_assets"].fill - fitted_params.ratios["debt_to_assets"].mean)
+    imputed = (
+        fitted_params.ratios["debt_to_assets"].fill - fitted_params.ratios["debt_to_assets"].mean
+    )
     imputed /= fitted_params.ratios["debt_to_assets"].std
     assert features["ratio__debt_to_assets"][0] == pytest.approx(imputed)
 
@@ -46,7 +48,9 @@ def test_missing_optional_values_are_imputed_and_flagged(make_record, fitted_par
     for field in ("income", "assets", "debt"):
         assert features[f"missing__{field}"][0] == 1.0
         params = fitted_params.numeric[field]
-        expected = (np.log1p(np.clip(params.fill, params.low, params.high)) - params.mean) / params.std
+        expected = (
+            np.log1p(np.clip(params.fill, params.low, params.high)) - params.mean
+        ) / params.std
         assert features[f"num__{field}"][0] == pytest.approx(expected)
 
 
@@ -81,8 +85,12 @@ def test_extreme_values_are_clipped_to_training_range(make_record, fitted_params
     high = features_of([make_record(income=100_000.0, amount=10_000_000.0)], fitted_params)
     for field in ("income", "amount"):
         params = fitted_params.numeric[field]
-        assert high[f"num__{field}"][0] == pytest.approx((np.log1p(params.high) - params.mean) / params.std)
-        assert low[f"num__{field}"][0] == pytest.approx((np.log1p(params.low) - params.mean) / params.std)
+        assert high[f"num__{field}"][0] == pytest.approx(
+            (np.log1p(params.high) - params.mean) / params.std
+        )
+        assert low[f"num__{field}"][0] == pytest.approx(
+            (np.log1p(params.low) - params.mean) / params.std
+        )
     assert all(np.isfinite(v).all() for v in high.values())
 
 
@@ -134,5 +142,7 @@ def test_fitted_params_come_from_training_rows_only(credit_splits, fitted_params
 def test_overflowing_ratio_is_an_extreme_not_a_missing_value(make_record, fitted_params):
     features = features_of([make_record(amount=10_000_000.0, income=1e-300)], fitted_params)
     params = fitted_params.ratios["amount_to_income"]
-    assert features["ratio__amount_to_income"][0] == pytest.approx((params.high - params.mean) / params.std)
+    assert features["ratio__amount_to_income"][0] == pytest.approx(
+        (params.high - params.mean) / params.std
+    )
     assert features["missing__income"][0] == 0.0

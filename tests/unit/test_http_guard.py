@@ -43,14 +43,20 @@ def run_guard(method: str, path: str, content_type: bytes) -> tuple[list[dict], 
     async def receive():
         return {"type": "http.request", "body": b""}
 
-    scope = {"type": "http", "method": method, "path": path, "headers": [(b"content-type", content_type)]}
+    scope = {
+        "type": "http",
+        "method": method,
+        "path": path,
+        "headers": [(b"content-type", content_type)],
+    }
     asyncio.run(JSONBodyGuard(app, paths=("/score",))(scope, receive, send))
     return sent, bool(reached)
 
 
 def test_guard_refuses_wrong_media_type_on_guarded_route():
     sent, reached = run_guard("POST", "/score", b"text/plain")
-    assert not reached and sent[0]["status"] == 415
+    assert not reached
+    assert sent[0]["status"] == 415
 
 
 def test_guard_passes_other_routes_and_methods():

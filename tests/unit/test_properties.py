@@ -8,12 +8,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
+from strategies import invalid_records, valid_records
 
+from credit_risk.config import DecisionThresholds
 from credit_risk.contract import Application, ScoreRequest
 from credit_risk.decision import decide
-from credit_risk.config import DecisionThresholds
 from credit_risk.pipeline import records_to_matrix
-from strategies import invalid_records, valid_records
 
 FIXTURES_OK = settings(
     max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -26,7 +26,8 @@ def test_cpu_is_chosen_without_cuda_and_cuda_request_fails_loudly():
 @pytest.mark.parametrize("rows", [0, 1, 7, 300])
 def test_predict_returns_float32_probabilities_per_row(rows):
     out = scorer().predict(np.random.default_rng(0).normal(size=(rows, 5)).astype(np.float32))
-    assert out.shape == (rows,) and out.dtype == np.float32
+    assert out.shape == (rows,)
+    assert out.dtype == np.float32
     assert ((out > 0) & (out < 1)).all()
 
 
@@ -45,7 +46,10 @@ def test_exported_module_matches_eager_module(tmp_path):
     s = scorer()
     example = np.random.default_rng(2).normal(size=(4, 5)).astype(np.float32)
     mlflow.pytorch.save_model(
-        s.module, tmp_path / "m", input_example=example, signature=infer_signature(example, s.predict(example))
+        s.module,
+        tmp_path / "m",
+        input_example=example,
+        signature=infer_signature(example, s.predict(example)),
     )
     exported = TorchScorer(load_exported_module(tmp_path / "m"), torch.device("cpu"), 5)
     matrix = np.random.default_rng(3).normal(size=(33, 5)).astype(np.float32)

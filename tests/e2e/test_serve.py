@@ -1,0 +1,154 @@
+"""Against a real `bentoml serve` of the built Bento: good answers, every class of bad input
+answered 4xx naming the field, lineage, metrics, zero errors under concurrency."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import aiohttp
+import pytest
+import requests
+from hypothesis import HealthCheck, given, settings
+from strategies import invalid_records
+
+JSON = {"content-type": "application/json"}
+
+
+def post(server, body, headers=JSON) -> requests.Response:
+    data = body if isinstance(body, (bytes, str)) else json.dumps(body)
+    return requests.post(f"{server.url}/score", data=data, headers=headers, timeout=10)
+
+
+def test_good_request_is_scored_by_the_promoted_model(server, champion, make_record):
+    _, _, report = champion
+    response = post(
+        server, {"applications": [make_record(request_id="e2e-1"), make_record(home=None)]}
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert results[0]["request_id"] == "e2e-1"
+    assert {r["model_tag"] for r in results} == {report.bento_model_tag}
+    assert all(r["decision"] in {"approve", "review", "decline"} for r in results)
+
+
+BAD_INPUTS = [
+    # (name, body, status, location that must be named)
+    ("wrong_type", {"applications": [{"age": [30]}]}, 400, ["applications", 0, "age"]),
+    ("string_in_number", {"applications": [{"amount": "800"}]}, 400, ["applications", 0, "amount"]),
+    ("nan_literal", '{"applications":[{"expenses":NaN}]}', 400, ["applications", 0, "expenses"]),
+    ("inf_literal", '{"applications":[{"price":Infinity}]}', 400, ["applications", 0, "price"]),
+    ("huge_number", '{"applications":[{"price":1e400}]}', 400, ["applications", 0, "price"]),
+    ("huge_integer", {"applications": [{"age": 10**30}]}, 400, ["applications", 0, "age"]),
+    ("missing_required", {"applications": [{"age": ...}]}, 400, ["applications", 0, "age"]),
+    ("extra_field", {"applications": [{"colour": "red"}]}, 400, ["applications", 0, "colour"]),
+    ("unknown_category", {"applications": [{"home": "castle"}]}, 400, ["applications", 0, "home"]),
+    ("out_of_range", {"applications": [{"age": 12}]}, 400, ["applications", 0, "age"]),
+    ("empty_batch", {"applications": []}, 400, ["applications"]),
+    ("oversized_batch", {"applications": [{}] * 257}, 400, ["applications"]),
+    ("missing_applications", {}, 400, ["applications"]),
+    ("non_json_body", "applications=1", 400, []),
+    ("json_not_object", "[1, 2]", 400, []),
+]
+
+
+def materialise(body, make_record):
+    """Bodies above list only the broken fields; fill in a valid record around them."""
+    if not isinstance(body, dict) or "applications" not in body:
+        return body
+    if (
+        isinstance(body["applications"], list)
+        and body["applications"]
+        and body["applications"][0] == {}
+    ):
+        return {"applications": [make_record()] * len(body["applications"])}
+    return {"applications": [make_record(**item) for item in body["applications"]]}
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "status", "loc"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
+)
+def test_each_class_of_bad_input_gets_a_4xx_naming_the_field(
+    server, make_record, name, body, status, loc
+):
+    if isinstance(body, str) and body.startswith('{"applications":[{'):
+        record = json.dumps(make_record())[:-1]  # splice the raw literal into a valid record
+        body = body.replace("[{", "[" + record + ", ", 1)
+    response = post(server, materialise(body, make_record))
+    assert response.status_code == status, response.text
+    detail = response.json()["detail"]
+    assert any(error["loc"][: len(loc)] == loc for error in detail), detail
+    assert all(error["msg"] for error in detail)
+
+
+def test_several_bad_items_each_report_their_index(server, make_record):
+    body = {"applications": [make_record(age="x"), make_record(), make_record(job="astronaut")]}
+    response = post(server, body)
+    assert response.status_code == 400
+    assert {tuple(e["loc"][:3]) for e in response.json()["detail"]} == {
+        ("applications", 0, "age"),
+        ("applications", 2, "job"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        ({"content-type": "text/plain"}, 415),
+        ({"content-type": "application/x-www-form-urlencoded"}, 415),
+    ],
+)
+def test_wrong_content_type_is_refused(server, make_record, headers, status):
+    response = post(server, {"applications": [make_record()]}, headers=headers)
+    assert response.status_code == status
+    assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
+
+
+def test_oversized_body_is_refused_before_parsing(server):
+    response = post(server, b"{" + b" " * 2_000_000 + b"}")
+    assert response.status_code == 413
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(case=invalid_records())
+def test_any_invalid_application_gets_a_4xx(server, case):
+    record, _ = case
+    response = post(server, json.dumps({"applications": [record]}, allow_nan=True))
+    assert 400 <= response.status_code < 500, response.text
+
+
+def test_model_contract_health_and_metrics_endpoints(server, champion):
+    _, result, report = champion
+    model = requests.get(f"{server.url}/model", timeout=10).json()
+    assert model["model_tag"] == report.bento_model_tag
+    assert model["labels"]["mlflow_run_id"] == result.run_id
+    assert model["runner"]["device"] == "cpu"
+    assert requests.get(f"{server.url}/contract", timeout=10).json()["version"] == "1.0.0"
+    assert requests.get(f"{server.url}/livez", timeout=10).status_code == 200
+    metrics = requests.get(f"{server.url}/metrics", timeout=10).text
+    assert "bentoml_service_request_total" in metrics or "request_total" in metrics
+
+
+def test_zero_errors_under_concurrency_past_the_session_renewal_point(server, make_record):
+    """16 concurrent connections, 1,200 requests: far past BentoML's 100-request client-session
+    renewal that used to drop in-flight runner calls (see runners/model_runner.py)."""
+    body = json.dumps({"applications": [make_record()]})
+
+    async def hammer() -> list[int]:
+        statuses: list[int] = []
+        async with aiohttp.ClientSession(headers=JSON) as session:
+
+            async def worker() -> None:
+                for _ in range(75):
+                    async with session.post(f"{server.url}/score", data=body) as response:
+                        await response.read()
+                        statuses.append(response.status)
+
+            await asyncio.gather(*(worker() for _ in range(16)))
+        return statuses
+
+    statuses = asyncio.run(hammer())
+    assert len(statuses) == 1200
+    assert statuses.count(200) == 1200, {s: statuses.count(s) for s in set(statuses)}
