@@ -15,9 +15,10 @@ Record = dict[str, Any]
 @lru_cache(maxsize=1)
 def application_pool() -> tuple[Record, ...]:
     """Every row of the data set as a contract record; loaded once, from the installed package."""
-    from training.data import load_credit_data, to_records
+    from credit_risk.records import contract_records
+    from training.data import load_credit_data
 
-    return tuple(to_records(load_credit_data()))
+    return tuple(contract_records(load_credit_data()))
 
 
 def good_body(rng: random.Random, batch: int = 1) -> bytes:

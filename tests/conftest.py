@@ -89,9 +89,9 @@ def credit_splits():
 @pytest.fixture(scope="session")
 def fitted_params(credit_splits):
     from credit_risk.features import fit_feature_params, raw_columns_from_records
-    from training.data import to_records
+    from credit_risk.records import contract_records
 
-    return fit_feature_params(raw_columns_from_records(to_records(credit_splits.train)))
+    return fit_feature_params(raw_columns_from_records(contract_records(credit_splits.train)))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from credit_risk.contract import CATEGORICAL_FIELDS, CONTRACT_FIELDS, NUMERIC_FIELDS
+from credit_risk.contract import CONTRACT_FIELDS
 
 TARGET = "default"
 
@@ -59,21 +59,3 @@ def split(frame: pd.DataFrame, seed: int, validation: float = 0.15, test: float 
 def fingerprint(frame: pd.DataFrame) -> str:
     """SHA-256 of the data's canonical CSV form: the same rows give the same id anywhere."""
     return hashlib.sha256(frame.to_csv(index=False).encode()).hexdigest()
-
-
-def to_records(frame: pd.DataFrame) -> list[dict[str, object]]:
-    """Rows as contract records: NaN becomes None, integers stay integers."""
-    records: list[dict[str, object]] = []
-    for row in frame[list(CONTRACT_FIELDS)].itertuples(index=False):
-        record: dict[str, object] = {}
-        for field, value in zip(CONTRACT_FIELDS, row, strict=True):
-            if value is None or (isinstance(value, float) and np.isnan(value)):
-                record[field] = None
-            elif field in CATEGORICAL_FIELDS:
-                record[field] = str(value)
-            elif field in NUMERIC_FIELDS and float(value).is_integer():
-                record[field] = int(value)
-            else:
-                record[field] = float(value)
-        records.append(record)
-    return records

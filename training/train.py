@@ -25,8 +25,9 @@ from credit_risk.config import REPO_ROOT, Settings, TrainingConfig
 from credit_risk.contract import CONTRACT_VERSION, contract_document
 from credit_risk.features import fit_feature_params, raw_columns_from_records
 from credit_risk.pipeline import records_to_matrix
+from credit_risk.records import contract_records
 from runners.torch_core import TorchScorer, select_device
-from training.data import TARGET, fingerprint, load_credit_data, sample, split, to_records
+from training.data import TARGET, fingerprint, load_credit_data, sample, split
 from training.evaluate import calibration_table, evaluate
 from training.fit import fit
 from training.reference import reference_statistics
@@ -74,7 +75,9 @@ def ensure_experiment(settings: Settings) -> None:
 def train(config: TrainingConfig, settings: Settings) -> TrainResult:
     frame = sample(load_credit_data(), config.sample_rows, config.seed)
     splits = split(frame, config.seed)
-    records = {name: to_records(getattr(splits, name)) for name in ("train", "validation", "test")}
+    records = {
+        name: contract_records(getattr(splits, name)) for name in ("train", "validation", "test")
+    }
     labels = {name: getattr(splits, name)[TARGET].to_numpy() for name in records}
 
     train_raw = raw_columns_from_records(records["train"])

@@ -13,9 +13,10 @@ import torch
 from credit_risk.bundle import read_bundle
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ScoreRequest
 from credit_risk.pipeline import records_to_matrix
+from credit_risk.records import contract_records
 from runners.loaded_model import MLFLOW_MODEL_FOLDER
 from runners.torch_core import TorchScorer, load_exported_module
-from training.data import load_credit_data, split, to_records
+from training.data import load_credit_data, split
 
 
 class SpyRunner:
@@ -36,7 +37,7 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
 
     _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test  # the split training used (seed 42)
-    records = to_records(test_rows)
+    records = contract_records(test_rows)
     folder = Path(bentoml.models.get(report.bento_model_tag).path_of(MLFLOW_MODEL_FOLDER))
     params = read_bundle(folder).feature_params
 

@@ -78,11 +78,11 @@ def test_split_is_stratified_reproducible_and_disjoint():
 
 def test_training_loop_reduces_validation_loss_on_a_small_sample(credit_splits, fitted_params):
     from credit_risk.pipeline import records_to_matrix
-    from training.data import to_records
+    from credit_risk.records import contract_records
 
-    x = records_to_matrix(to_records(credit_splits.train[:600]), fitted_params)
+    x = records_to_matrix(contract_records(credit_splits.train[:600]), fitted_params)
     y = credit_splits.train[TARGET].to_numpy()[:600]
-    xv = records_to_matrix(to_records(credit_splits.validation), fitted_params)
+    xv = records_to_matrix(contract_records(credit_splits.validation), fitted_params)
     yv = credit_splits.validation[TARGET].to_numpy()
     result = fit(x, y, xv, yv, TrainingConfig(epochs=5, hidden=(8,), patience=5))
     assert result.validation_losses[-1] < result.validation_losses[0]
