@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     runner_max_latency_ms: int = Field(200, ge=1)
     runner_timeout_s: float = Field(10.0, gt=0)
     runner_retries: int = Field(2, ge=0)
+    # BentoML renews the API's client session to the runner after this many requests; in
+    # 1.4.31-1.4.40 renewal drops the calls still in flight, so it is off unless asked for.
+    runner_session_max_requests: int = Field(2**31 - 1, ge=1)
 
     # API service.
     api_workers: int = Field(1, ge=1)

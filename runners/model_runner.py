@@ -19,11 +19,12 @@ from runners.torch_core import select_device
 
 settings = get_settings()
 
-# BentoML 1.4.31-1.4.40 renews its client session every 100 requests and closes the old one
-# while requests are still in flight on it (ServerDisconnectedError in the caller under
-# concurrency). Renewal exists to rebalance keep-alive connections across replicas; our API
-# retries idempotent scoring calls instead, so renewal is switched off here, deliberately.
-NO_SESSION_RENEWAL = {"max_requests": 2**31 - 1, "max_age": 10.0**9}
+# BentoML 1.4.31-1.4.40 renews its client session every 100 requests (or 300 s) and closes the
+# old one while requests are still in flight on it (ServerDisconnectedError in the caller under
+# concurrency). Renewal exists to rebalance keep-alive connections across replicas; here it is
+# off by default (settings.runner_session_max_requests) and the API retries the idempotent
+# scoring call instead. loadtests/session_renewal_check.py measures both choices.
+SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
 
 
 def runner_resources() -> dict[str, Any]:
@@ -38,7 +39,7 @@ def runner_resources() -> dict[str, Any]:
     workers=settings.runner_workers,
     resources=runner_resources(),
     traffic={"timeout": settings.runner_timeout_s},
-    runner_connection=NO_SESSION_RENEWAL,
+    runner_connection=SESSION_RENEWAL,
 )
 class ModelRunner:
     model_ref = bentoml.models.BentoModel(settings.served_model_tag())

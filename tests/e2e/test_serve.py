@@ -3,14 +3,14 @@ answered 4xx naming the field, lineage, metrics, zero errors under concurrency."
 
 from __future__ import annotations
 
-import asyncio
 import json
 
-import aiohttp
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
 from strategies import invalid_records
+
+from loadtests.burst import burst
 
 JSON = {"content-type": "application/json"}
 
@@ -134,21 +134,6 @@ def test_model_contract_health_and_metrics_endpoints(server, champion):
 def test_zero_errors_under_concurrency_past_the_session_renewal_point(server, make_record):
     """16 concurrent connections, 1,200 requests: far past BentoML's 100-request client-session
     renewal that used to drop in-flight runner calls (see runners/model_runner.py)."""
-    body = json.dumps({"applications": [make_record()]})
-
-    async def hammer() -> list[int]:
-        statuses: list[int] = []
-        async with aiohttp.ClientSession(headers=JSON) as session:
-
-            async def worker() -> None:
-                for _ in range(75):
-                    async with session.post(f"{server.url}/score", data=body) as response:
-                        await response.read()
-                        statuses.append(response.status)
-
-            await asyncio.gather(*(worker() for _ in range(16)))
-        return statuses
-
-    statuses = asyncio.run(hammer())
-    assert len(statuses) == 1200
-    assert statuses.count(200) == 1200, {s: statuses.count(s) for s in set(statuses)}
+    body = json.dumps({"applications": [make_record()]}).encode()
+    outcomes = burst(f"{server.url}/score", body, connections=16, per_connection=75)
+    assert outcomes == {"200": 1200}

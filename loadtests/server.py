@@ -1,0 +1,73 @@
+"""Start and stop a real `bentoml serve` on loopback, for tests, checks and sizing runs."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+BENTOML = str(Path(sys.executable).with_name("bentoml"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+class Server:
+    """`bentoml serve TARGET` in its own process group, logging to ``log``."""
+
+    def __init__(
+        self,
+        target: str,
+        log: Path,
+        env: dict[str, str],
+        port: int | None = None,
+        cwd: Path | None = None,
+    ) -> None:
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        self.process = subprocess.Popen(
+            [BENTOML, "serve", target, "--port", str(self.port), "--host", "127.0.0.1"],
+            stdout=log.open("w"),
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=cwd,
+            start_new_session=True,
+        )
+
+    def wait_ready(self, timeout_s: float = 120) -> Server:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
+            try:
+                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return self
+            except requests.RequestException:  # not listening yet, or still starting
+                pass
+            time.sleep(0.5)
+        raise TimeoutError(f"not ready in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        """SIGTERM the whole group (BentoML's graceful shutdown), SIGKILL after 30 s."""
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            return self.process.wait()
+
+    def __enter__(self) -> Server:
+        return self.wait_ready()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
