@@ -7,11 +7,14 @@ URL from ``CREDIT_RISK_RUNNER_URL`` when deployed apart).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from fastapi import FastAPI
 from pydantic import Field
 
@@ -25,12 +28,16 @@ from credit_risk.contract import (
     contract_document,
 )
 from credit_risk.decision import decide
+from credit_risk.features import RawColumns, raw_columns_from_records
 from credit_risk.http_guard import JSONBodyGuard
-from credit_risk.pipeline import records_to_matrix
+from credit_risk.metrics import count_rejections
+from credit_risk.monitoring import ServingMonitor
+from credit_risk.pipeline import raw_to_matrix
 from runners.client import predict_with_retry
 from runners.loaded_model import MLFLOW_MODEL_FOLDER
-from runners.model_runner import ModelRunner
+from runners.model_runner import CHALLENGER_TAG, ModelRunner
 
+log = logging.getLogger(__name__)
 settings = get_settings()
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -48,34 +55,79 @@ Applications = Annotated[
 )
 class CreditRiskAPI:
     model_ref = bentoml.models.BentoModel(settings.served_model_tag())
+    challenger_ref = bentoml.models.BentoModel(CHALLENGER_TAG) if CHALLENGER_TAG else None
     runner = bentoml.depends(ModelRunner, url=settings.runner_url)
 
     def __init__(self) -> None:
-        folder = Path(self.model_ref.path_of(MLFLOW_MODEL_FOLDER))
-        self.bundle = read_bundle(folder)
+        self.bundle = read_bundle(Path(self.model_ref.path_of(MLFLOW_MODEL_FOLDER)))
         self.model_tag = str(self.model_ref.tag)
+        self.challenger_bundle = (
+            read_bundle(Path(self.challenger_ref.path_of(MLFLOW_MODEL_FOLDER)))
+            if self.challenger_ref
+            else None
+        )
+        self.monitor = ServingMonitor(
+            self.bundle, self.model_tag, self.model_ref.info.labels, settings
+        )
+        self.shadows: set[asyncio.Task[None]] = set()
+        self.drift_task: asyncio.Task[None] | None = None
 
     @bentoml.api(route="/score")
     async def score(self, applications: Applications) -> ScoreResponse:
         """Score a batch of applications; each answer carries its request id and model tag."""
         records = [application.model_dump() for application in applications]
-        matrix = records_to_matrix(records, self.bundle.feature_params)
+        raw = raw_columns_from_records(records)
+        matrix = raw_to_matrix(raw, self.bundle.feature_params)
         probabilities = await predict_with_retry(
             self.runner.to_async.predict, matrix, settings.runner_retries
         )
-        results = []
-        for application, probability in zip(applications, probabilities.tolist(), strict=True):
-            verdict = decide(probability, application, settings.decision)
-            results.append(
-                ScoreResult(
-                    request_id=application.request_id or uuid.uuid4().hex,
-                    probability_default=probability,
-                    decision=verdict.decision,
-                    reasons=verdict.reasons,
-                    model_tag=self.model_tag,
-                )
-            )
+        results = [
+            self.answer(application, probability)
+            for application, probability in zip(applications, probabilities.tolist(), strict=True)
+        ]
+        self.monitor.record_answers(raw, records, results)
+        if self.challenger_bundle is not None:
+            task = asyncio.create_task(self.shadow(raw, [r.request_id for r in results]))
+            self.shadows.add(task)
+            task.add_done_callback(self.shadows.discard)
+        if self.drift_task is None:
+            self.drift_task = asyncio.create_task(self.refresh_drift())
         return ScoreResponse(results=results)
+
+    def answer(self, application: Application, probability: float) -> ScoreResult:
+        verdict = decide(probability, application, settings.decision)
+        return ScoreResult(
+            request_id=application.request_id or uuid.uuid4().hex,
+            probability_default=probability,
+            decision=verdict.decision,
+            reasons=verdict.reasons,
+            model_tag=self.model_tag,
+        )
+
+    async def shadow(self, raw: RawColumns, request_ids: list[str]) -> None:
+        """Score the same rows with the challenger (its own fitted features); log, never answer."""
+        try:
+            matrix = raw_to_matrix(raw, self.challenger_bundle.feature_params)
+            probabilities = await self.runner.to_async.predict_challenger(matrix)
+            self.monitor.record_challenger(
+                request_ids, str(self.challenger_ref.tag), np.asarray(probabilities).tolist()
+            )
+        except Exception:  # the shadow must never disturb the champion's answers
+            log.exception("shadow scoring failed")
+
+    async def refresh_drift(self) -> None:
+        """Keep the drift gauges current without touching any scoring request."""
+        while True:
+            await asyncio.sleep(settings.drift_refresh_s)
+            self.monitor.drift_report()
+
+    @bentoml.on_shutdown
+    async def drain(self) -> None:
+        """Let shadow calls finish, then flush the prediction log: a clean stop loses nothing."""
+        if self.drift_task is not None:
+            self.drift_task.cancel()
+        await asyncio.gather(*self.shadows, return_exceptions=True)
+        self.monitor.close()
 
     @info_app.get("/model")
     async def model(self) -> dict[str, Any]:
@@ -84,6 +136,7 @@ class CreditRiskAPI:
             "model_tag": self.model_tag,
             "labels": dict(self.model_ref.info.labels),
             "metadata": self.model_ref.info.metadata,
+            "challenger_tag": str(self.challenger_ref.tag) if self.challenger_ref else None,
             "runner": await self.runner.to_async.describe(),
             "contract_version": self.bundle.contract["version"],
             "decision_thresholds": settings.decision.model_dump(),
@@ -94,5 +147,10 @@ class CreditRiskAPI:
         """The request contract this service enforces (also in the OpenAPI schema)."""
         return contract_document()
 
+    @info_app.get("/drift")
+    async def drift(self) -> dict[str, Any]:
+        """PSI per contract field and for the score, live window vs training reference."""
+        return self.monitor.drift_report()
 
-CreditRiskAPI.add_asgi_middleware(JSONBodyGuard, paths=("/score",))
+
+CreditRiskAPI.add_asgi_middleware(JSONBodyGuard, paths=("/score",), on_rejected=count_rejections)

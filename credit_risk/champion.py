@@ -20,6 +20,7 @@ class Promotion(BaseModel):
 class ChampionRecord(BaseModel):
     current: Promotion
     history: list[Promotion] = []
+    challenger: Promotion | None = None
 
     @property
     def bento_model_tag(self) -> str:

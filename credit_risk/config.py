@@ -93,6 +93,18 @@ class Settings(BaseSettings):
     api_timeout_s: float = Field(15.0, gt=0)
     max_applications_per_request: int = Field(256, ge=1)
 
+    # Monitoring.
+    prediction_log_url: str = "sqlite:///predictions.db"
+    prediction_log_batch_rows: int = Field(500, ge=1)
+    prediction_log_flush_s: float = Field(1.0, gt=0)
+    drift_window: int = Field(5000, ge=10)
+    drift_psi_alert: float = Field(0.2, gt=0)
+    drift_min_window: int = Field(200, ge=1, description="Rows before PSI may alert.")
+    drift_refresh_s: float = Field(10.0, gt=0)
+
+    # Shadow challenger: scored on the same matrix, logged, never answered.
+    challenger_tag: str | None = None
+
     # Promotion gates.
     promotion_min_test_auc: float = Field(0.75, ge=0, le=1)
     promotion_max_auc_drop: float = Field(0.02, ge=0, le=1)
@@ -111,6 +123,13 @@ class Settings(BaseSettings):
                 "(python -m training.promote) or set CREDIT_RISK_MODEL_TAG"
             )
         return champion.bento_model_tag
+
+    def challenger_model_tag(self) -> str | None:
+        """The explicit challenger tag, else the one promotion recorded, else none."""
+        if self.challenger_tag:
+            return self.challenger_tag
+        champion = read_champion(self.champion_file)
+        return champion.challenger.bento_model_tag if champion and champion.challenger else None
 
 
 @lru_cache(maxsize=1)

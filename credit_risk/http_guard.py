@@ -36,10 +36,17 @@ def check_headers(headers: dict[bytes, bytes], max_body_bytes: int) -> tuple[int
 class JSONBodyGuard:
     """Applies ``check_headers`` to POSTs on ``paths``; everything else passes untouched."""
 
-    def __init__(self, app: ASGIApp, paths: tuple[str, ...], max_body_bytes: int = MAX_BODY_BYTES):
+    def __init__(
+        self,
+        app: ASGIApp,
+        paths: tuple[str, ...],
+        max_body_bytes: int = MAX_BODY_BYTES,
+        on_rejected: Callable[[bytes], None] | None = None,
+    ):
         self.app = app
         self.paths = frozenset(paths)
         self.max_body_bytes = max_body_bytes
+        self.on_rejected = on_rejected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
@@ -54,5 +61,27 @@ class JSONBodyGuard:
                     }
                 )
                 await send({"type": "http.response.body", "body": body})
+                if self.on_rejected is not None:
+                    self.on_rejected(body)
                 return
+            if self.on_rejected is not None:
+                send = self._watch_rejections(send, self.on_rejected)
         await self.app(scope, receive, send)
+
+    @staticmethod
+    def _watch_rejections(send: Send, on_rejected: Callable[[bytes], None]) -> Send:
+        """Pass messages through; hand the body of a 4xx answer to ``on_rejected``."""
+        status = 0
+        chunks: list[bytes] = []
+
+        async def watching(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            elif message["type"] == "http.response.body" and 400 <= status < 500:
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    on_rejected(b"".join(chunks))
+            await send(message)
+
+        return watching

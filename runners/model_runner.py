@@ -11,13 +11,17 @@ from typing import Any
 
 import bentoml
 import numpy as np
+import torch
+from bentoml.exceptions import NotFound
 
 from credit_risk.config import get_settings
 from credit_risk.matrix import check_matrix
+from credit_risk.metrics import RUNNER_BATCH_ROWS
 from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
 from runners.torch_core import select_device
 
 settings = get_settings()
+CHALLENGER_TAG = settings.challenger_model_tag()
 
 # BentoML 1.4.31-1.4.40 renews its client session every 100 requests (or 300 s) and closes the
 # old one while requests are still in flight on it (ServerDisconnectedError in the caller under
@@ -25,6 +29,10 @@ settings = get_settings()
 # off by default (settings.runner_session_max_requests) and the API retries the idempotent
 # scoring call instead. loadtests/session_renewal_check.py measures both choices.
 SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
+
+
+def load(ref: bentoml.Model, device: torch.device) -> LoadedModel:
+    return LoadedModel.from_mlflow_dir(str(ref.tag), Path(ref.path_of(MLFLOW_MODEL_FOLDER)), device)
 
 
 def runner_resources() -> dict[str, Any]:
@@ -43,11 +51,12 @@ def runner_resources() -> dict[str, Any]:
 )
 class ModelRunner:
     model_ref = bentoml.models.BentoModel(settings.served_model_tag())
+    challenger_ref = bentoml.models.BentoModel(CHALLENGER_TAG) if CHALLENGER_TAG else None
 
     def __init__(self) -> None:
-        folder = Path(self.model_ref.path_of(MLFLOW_MODEL_FOLDER))
         device = select_device(settings.runner_device)
-        self.model = LoadedModel.from_mlflow_dir(str(self.model_ref.tag), folder, device)
+        self.model = load(self.model_ref, device)
+        self.challenger = load(self.challenger_ref, device) if self.challenger_ref else None
         self.width = self.model.scorer.width
 
     @bentoml.api(
@@ -57,13 +66,27 @@ class ModelRunner:
     )
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, width) float32 -> (n,) default probabilities; requests are merged on axis 0."""
+        RUNNER_BATCH_ROWS.labels("champion").observe(len(matrix))
         return self.model.scorer.predict(check_matrix(matrix, self.width))
+
+    @bentoml.api(
+        batchable=True,
+        max_batch_size=settings.runner_max_batch_size,
+        max_latency_ms=settings.runner_max_latency_ms,
+    )
+    def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
+        """The shadow challenger's probabilities for a matrix built with its own features."""
+        if self.challenger is None:
+            raise NotFound("no challenger is configured")
+        RUNNER_BATCH_ROWS.labels("challenger").observe(len(matrix))
+        return self.challenger.scorer.predict(check_matrix(matrix, self.challenger.scorer.width))
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
         """What this runner serves, for the API's ``GET /model`` and readiness."""
         return {
             "model_tag": self.model.tag,
+            "challenger_tag": self.challenger.tag if self.challenger else None,
             "device": str(self.model.scorer.device),
             "feature_width": self.width,
         }

@@ -24,6 +24,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{_WORKSPACE / 'mlflow.db'}"
     os.environ["CREDIT_RISK_MLFLOW_ARTIFACT_LOCATION"] = str(_WORKSPACE / "mlartifacts")
     os.environ["CREDIT_RISK_CHAMPION_FILE"] = str(_WORKSPACE / "champion.json")
+    os.environ["CREDIT_RISK_PREDICTION_LOG_URL"] = f"sqlite:///{_WORKSPACE / 'predictions.db'}"
     for tier in TIERS:
         config.addinivalue_line("markers", f"{tier}: tests in tests/{tier}/")
 

@@ -1,6 +1,7 @@
 """Promote a registered MLflow version into the BentoML store, only if every gate passes.
 
     python -m training.promote [--version N | --alias A] [--force --reason "..."]
+    python -m training.promote --version N --as challenger   # shadow-score it beside the champion
     python -m training.promote rollback      # serve the previous champion again
     python -m training.promote history       # what was served, newest first
 
@@ -18,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import bentoml
 import mlflow
@@ -33,6 +35,7 @@ from training.registry import Candidate, current_alias, resolve
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
+Role = Literal["champion", "challenger"]
 
 
 @dataclass(frozen=True)
@@ -103,9 +106,11 @@ def run_gates(
     ]
 
 
-def record_champion(
-    candidate: Candidate, tag: str, settings: Settings, forced_reason: str | None
+def record_promotion(
+    candidate: Candidate, tag: str, settings: Settings, forced_reason: str | None, role: Role
 ) -> None:
+    """A champion replaces the current one (which joins the history); a challenger is set
+    beside it, to be shadow-scored."""
     previous = read_champion(settings.champion_file)
     promotion = Promotion(
         bento_model_tag=tag,
@@ -115,8 +120,14 @@ def record_champion(
         promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         forced_reason=forced_reason,
     )
-    history = [previous.current, *previous.history] if previous else []
-    write_champion(settings.champion_file, ChampionRecord(current=promotion, history=history))
+    if role == "challenger":
+        if previous is None:
+            raise LookupError("promote a champion before a challenger")
+        record = previous.model_copy(update={"challenger": promotion})
+    else:
+        history = [previous.current, *previous.history] if previous else []
+        record = ChampionRecord(current=promotion, history=history)
+    write_champion(settings.champion_file, record)
 
 
 def promote(
@@ -124,6 +135,7 @@ def promote(
     version: str | None = None,
     alias: str | None = None,
     force_reason: str | None = None,
+    role: Role = "champion",
 ) -> PromotionReport:
     mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
     client = MlflowClient()
@@ -141,10 +153,9 @@ def promote(
         if created:
             bentoml.models.delete(tag)
         return PromotionReport(candidate, tag, gates, promoted=False)
-    client.set_registered_model_alias(
-        settings.registered_model_name, settings.champion_alias, candidate.version
-    )
-    record_champion(candidate, tag, settings, force_reason)
+    alias = settings.champion_alias if role == "champion" else "challenger"
+    client.set_registered_model_alias(settings.registered_model_name, alias, candidate.version)
+    record_promotion(candidate, tag, settings, force_reason, role)
     return PromotionReport(candidate, tag, gates, promoted=True)
 
 
@@ -180,6 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     which = parser.add_mutually_exclusive_group()
     which.add_argument("--version", help="registered version number (default: newest)")
     which.add_argument("--alias", help="registered alias, e.g. challenger")
+    parser.add_argument(
+        "--as",
+        dest="role",
+        choices=["champion", "challenger"],
+        default="champion",
+        help="challenger: shadow-scored beside the champion, never answered",
+    )
     parser.add_argument("--force", action="store_true", help="promote despite failed gates")
     parser.add_argument("--reason", help="why --force is justified (recorded)")
     args = parser.parse_args(argv)
@@ -197,7 +215,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.force and not args.reason:
         parser.error("--force needs --reason")
-    report = promote(settings, args.version, args.alias, args.reason if args.force else None)
+    report = promote(
+        settings, args.version, args.alias, args.reason if args.force else None, args.role
+    )
     print_report(report)
     return 0 if report.promoted else 1
 

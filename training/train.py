@@ -25,10 +25,10 @@ from credit_risk.config import REPO_ROOT, Settings, TrainingConfig
 from credit_risk.contract import CONTRACT_VERSION, contract_document
 from credit_risk.features import fit_feature_params, raw_columns_from_records
 from credit_risk.pipeline import records_to_matrix
+from credit_risk.quality import calibration_table, evaluate
 from credit_risk.records import contract_records
 from runners.torch_core import TorchScorer, select_device
 from training.data import TARGET, fingerprint, load_credit_data, sample, split
-from training.evaluate import calibration_table, evaluate
 from training.fit import fit
 from training.reference import reference_statistics
 

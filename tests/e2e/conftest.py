@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+from tests_support import serving_env
 
 from credit_risk.config import REPO_ROOT
 from loadtests.server import BENTOML, Server
 
 BUILD_SOURCES = ("service.py", "bentofile.yaml", "credit_risk", "runners", "requirements")
-
-
-def serving_env(**extra: str) -> dict[str, str]:
-    """The test environment minus the champion-file override: the Bento uses its own."""
-    env = {k: v for k, v in os.environ.items() if k != "CREDIT_RISK_CHAMPION_FILE"}
-    return env | extra
 
 
 @pytest.fixture(scope="session")

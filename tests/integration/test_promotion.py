@@ -151,3 +151,20 @@ def test_cli_exit_code_reflects_refusal(champion, candidate, monkeypatch):
     assert main(["--version", candidate.registered_version]) == 1
     with pytest.raises(NotFound):
         bentoml.models.get(f"credit-risk:mlflow-v{candidate.registered_version}")
+
+
+def test_challenger_promotion_sets_its_alias_and_leaves_the_champion(champion, candidate, tmp_path):
+    settings, _, report = champion
+    local = settings.model_copy(update={"champion_file": tmp_path / "champion.json"})
+    local.champion_file.write_text(settings.champion_file.read_text())
+    challenger = promote(local, version=candidate.registered_version, role="challenger")
+    assert challenger.promoted
+    assert local.served_model_tag() == report.bento_model_tag
+    assert local.challenger_model_tag() == challenger.bento_model_tag
+    client = MlflowClient()
+    assert str(client.get_model_version_by_alias("credit-risk", "challenger").version) == (
+        candidate.registered_version
+    )
+    assert str(client.get_model_version_by_alias("credit-risk", "champion").version) == (
+        champion[1].registered_version
+    )

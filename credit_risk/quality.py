@@ -1,5 +1,6 @@
-"""Model quality numbers: discrimination (ROC AUC), probability quality (log loss, Brier) and
-calibration (expected calibration error and its per-bin table)."""
+"""Model quality numbers, shared by training (logged metrics) and monitoring (outcome joins):
+discrimination (ROC AUC), probability quality (log loss, Brier) and calibration (expected
+calibration error and its per-bin table)."""
 
 from __future__ import annotations
 

@@ -1,0 +1,117 @@
+"""Prometheus metrics of what the service sees, beside BentoML's own request metrics.
+
+Plain ``prometheus_client`` objects: under ``bentoml serve`` they land in BentoML's
+multiprocess registry and appear on ``/metrics``. Everything here is counted per request in
+O(fields) vectorised work; drift is computed elsewhere, off the request path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+from prometheus_client import Counter, Gauge, Histogram
+
+from credit_risk.contract import CATEGORICAL_FIELDS, NUMERIC_FIELDS
+from credit_risk.features import FeatureParams
+
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+SCORES = Histogram(
+    "credit_risk_probability_default",
+    "Predicted probability of default.",
+    ["role"],
+    buckets=PROBABILITY_BUCKETS,
+)
+DECISIONS = Counter("credit_risk_decisions", "Decisions returned.", ["decision"])
+MISSING = Counter("credit_risk_feature_missing", "Applications with the field missing.", ["field"])
+OUT_OF_RANGE = Counter(
+    "credit_risk_feature_out_of_training_range",
+    "Values outside the training range (clipped by the features).",
+    ["field", "side"],
+)
+REJECTIONS = Counter(
+    "credit_risk_contract_rejections", "Contract violations in refused requests.", ["field", "type"]
+)
+RUNNER_BATCH_ROWS = Histogram(
+    "credit_risk_runner_batch_rows",
+    "Rows per model call after adaptive batching.",
+    ["role"],
+    buckets=BATCH_BUCKETS,
+)
+MODEL_INFO = Gauge(
+    "credit_risk_model_info",
+    "The served model (value 1).",
+    ["model_tag", "mlflow_version", "mlflow_run_id", "contract_version"],
+    multiprocess_mode="mostrecent",
+)
+DRIFT_PSI = Gauge(
+    "credit_risk_drift_psi",
+    "Population stability index of the live window vs training.",
+    ["feature"],
+    multiprocess_mode="mostrecent",
+)
+DRIFT_WINDOW = Gauge(
+    "credit_risk_drift_window_rows",
+    "Rows in the live drift window.",
+    multiprocess_mode="mostrecent",
+)
+DRIFT_THRESHOLD = Gauge(
+    "credit_risk_drift_alert_threshold",
+    "PSI above which a feature alerts.",
+    multiprocess_mode="mostrecent",
+)
+DRIFT_ALERT = Gauge(
+    "credit_risk_drift_alert",
+    "1 when the feature's PSI exceeds the threshold.",
+    ["feature"],
+    multiprocess_mode="mostrecent",
+)
+
+
+def observe_inputs(raw: Mapping[str, np.ndarray], params: FeatureParams) -> None:
+    """Missing and out-of-training-range counts per contract field."""
+    for field in NUMERIC_FIELDS:
+        values = raw[field]
+        missing = int(np.isnan(values).sum())
+        if missing:
+            MISSING.labels(field).inc(missing)
+        fitted = params.numeric[field]
+        below, above = int((values < fitted.low).sum()), int((values > fitted.high).sum())
+        if below:
+            OUT_OF_RANGE.labels(field, "below").inc(below)
+        if above:
+            OUT_OF_RANGE.labels(field, "above").inc(above)
+    for field in CATEGORICAL_FIELDS:
+        missing = sum(value is None for value in raw[field].tolist())
+        if missing:
+            MISSING.labels(field).inc(missing)
+
+
+def observe_outputs(probabilities: Iterable[float], decisions: Iterable[str]) -> None:
+    histogram = SCORES.labels("champion")
+    for probability in probabilities:
+        histogram.observe(probability)
+    for decision in decisions:
+        DECISIONS.labels(decision).inc()
+
+
+def count_rejections(body: bytes) -> None:
+    """Count the violations listed in a refused request's JSON error body."""
+    try:
+        detail = json.loads(body).get("detail", [])
+    except (ValueError, AttributeError):
+        return
+    observe_rejection(error for error in detail if isinstance(error, dict))
+
+
+def observe_rejection(errors: Iterable[Mapping[str, object]]) -> None:
+    """Count each contract violation by field (the last name in its location) and type."""
+    for error in errors:
+        location = error.get("loc")
+        parts = location if isinstance(location, list | tuple) else []
+        names = [part for part in parts if isinstance(part, str)]
+        field = names[-1] if names else "<body>"
+        REJECTIONS.labels(field, str(error.get("type", "unknown"))).inc()

@@ -1,0 +1,102 @@
+"""The prediction log: every answered prediction, keyed by request id, so outcomes observed
+later can be joined to what the model saw and said.
+
+Writes are queued by the request and inserted in batches by one background thread, so the
+request path never waits on the database; ``close()`` drains the queue (the service calls it
+on shutdown), so a clean stop loses nothing. The store is any SQLAlchemy URL: SQLite by
+default, e.g. ``postgresql+psycopg://user:pass@host/db`` in production (install the driver).
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+METADATA = sa.MetaData()
+PREDICTIONS = sa.Table(
+    "predictions",
+    METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("request_id", sa.String(64), nullable=False, index=True),
+    sa.Column("logged_at", sa.Float, nullable=False, doc="Unix time of the answer."),
+    sa.Column("role", sa.String(16), nullable=False, doc="champion (answered) or challenger."),
+    sa.Column("model_tag", sa.String(128), nullable=False),
+    sa.Column("probability_default", sa.Float, nullable=False),
+    sa.Column("decision", sa.String(16)),
+    sa.Column("reasons", sa.String(256)),
+    sa.Column("features", sa.JSON, nullable=False, doc="The application as received."),
+)
+_STOP = object()
+
+
+class PredictionLog:
+    """Batched, asynchronous inserts into the ``predictions`` table."""
+
+    def __init__(self, url: str, batch_rows: int = 500, flush_interval_s: float = 1.0) -> None:
+        self.engine = sa.create_engine(url)
+        METADATA.create_all(self.engine)
+        self.batch_rows = batch_rows
+        self.flush_interval_s = flush_interval_s
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
+        self._thread.start()
+
+    def write(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Queue rows for insertion; returns at once."""
+        self._queue.put(list(rows))
+
+    def close(self) -> None:
+        """Insert everything queued so far, then stop the writer."""
+        self._queue.put(_STOP)
+        self._thread.join()
+        self.engine.dispose()
+
+    def _run(self) -> None:
+        """Insert when a batch is full or the flush interval has passed; drain on stop."""
+        pending: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.flush_interval_s
+        while True:
+            try:
+                item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                item = None
+            if item is _STOP:
+                if pending:
+                    self._insert(pending)
+                return
+            if item:
+                pending += item
+            due = time.monotonic() >= deadline
+            if pending and (due or len(pending) >= self.batch_rows):
+                self._insert(pending)
+                pending = []
+            if due:
+                deadline = time.monotonic() + self.flush_interval_s
+
+    def _insert(self, rows: list[dict[str, Any]]) -> None:
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(PREDICTIONS.insert(), rows)
+        except sa.exc.SQLAlchemyError:
+            log.exception("prediction log: %d rows could not be written", len(rows))
+
+
+def read_predictions(url: str, role: str = "champion") -> list[dict[str, Any]]:
+    """All logged rows of one role, oldest first (for outcome joins and tests)."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            query = (
+                sa.select(PREDICTIONS).where(PREDICTIONS.c.role == role).order_by(PREDICTIONS.c.id)
+            )
+            return [dict(row._mapping) for row in connection.execute(query)]
+    finally:
+        engine.dispose()

@@ -1,0 +1,72 @@
+"""The prediction log batches off the request path and loses nothing on a clean close."""
+
+from __future__ import annotations
+
+import time
+
+from credit_risk.metrics import REJECTIONS, count_rejections
+from credit_risk.prediction_log import PredictionLog, read_predictions
+
+
+def row(request_id: str, role: str = "champion") -> dict:
+    return {
+        "request_id": request_id,
+        "logged_at": time.time(),
+        "role": role,
+        "model_tag": "credit-risk:test",
+        "probability_default": 0.3,
+        "decision": "review",
+        "reasons": "MODERATE_DEFAULT_RISK",
+        "features": {"age": 30, "income": None},
+    }
+
+
+def test_close_flushes_every_queued_row(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, batch_rows=1000, flush_interval_s=60)
+    for batch in range(50):
+        log.write([row(f"r{batch}-{i}") for i in range(7)])
+    log.close()
+    rows = read_predictions(url)
+    assert len(rows) == 350
+    assert rows[0]["features"] == {"age": 30, "income": None}
+    assert len({r["request_id"] for r in rows}) == 350
+
+
+def test_rows_appear_after_the_flush_interval_without_close(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, batch_rows=1000, flush_interval_s=0.05)
+    log.write([row("a"), row("b", role="challenger")])
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and len(read_predictions(url)) < 1:
+        time.sleep(0.05)
+    assert [r["request_id"] for r in read_predictions(url)] == ["a"]
+    assert [r["request_id"] for r in read_predictions(url, role="challenger")] == ["b"]
+    log.close()
+
+
+def test_write_does_not_wait_for_the_database(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", batch_rows=10_000, flush_interval_s=60)
+    rows = [row(str(i)) for i in range(200)]
+    start = time.perf_counter()
+    for _ in range(100):
+        log.write(rows)
+    assert time.perf_counter() - start < 0.5  # 20,000 rows queued, none written yet
+    log.close()
+
+
+def test_rejections_are_counted_by_field_and_type():
+    before = REJECTIONS.labels("age", "int_type")._value.get()
+    count_rejections(b'{"detail": [{"loc": ["applications", 0, "age"], "type": "int_type"}]}')
+    count_rejections(b"not json")
+    assert REJECTIONS.labels("age", "int_type")._value.get() == before + 1
+
+
+def test_champion_and_challenger_rows_share_one_batch(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, batch_rows=1000, flush_interval_s=60)
+    shadow = row("a", role="challenger") | {"decision": None, "reasons": None, "features": {}}
+    log.write([row("a"), shadow, row("b")])
+    log.close()
+    assert len(read_predictions(url)) == 2
+    assert read_predictions(url, role="challenger")[0]["decision"] is None
