@@ -9,14 +9,14 @@ SMOKE_TIME ?= 30s
 REPORTS := loadtests/reports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train promote build bento serve demo test test-fast smoke lint rollback
+.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke lint rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## virtual environment in .venv with the project and its tools
 
-$(VENV)/.installed: pyproject.toml requirements/serving.txt requirements/torch.txt
+$(VENV)/.installed: pyproject.toml requirements/serving.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[dev]'
@@ -33,6 +33,9 @@ rollback: setup ## serve the previous champion again (then `make build`)
 
 build: setup ## bentoml build: a Bento around the champion model
 	$(BIN)/bentoml build --output tag
+
+build-cuda: setup ## bentoml build of the CUDA image variant (bentofile.cuda.yaml)
+	$(BIN)/bentoml build -f bentofile.cuda.yaml --output tag
 
 bento: train promote build ## train -> register -> promote -> build
 

@@ -8,13 +8,12 @@ URL from ``CREDIT_RISK_RUNNER_URL`` when deployed apart).
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
+from functools import partial
 from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
-import numpy as np
 from fastapi import FastAPI
 from pydantic import Field
 
@@ -28,7 +27,7 @@ from credit_risk.contract import (
     contract_document,
 )
 from credit_risk.decision import decide
-from credit_risk.features import RawColumns, raw_columns_from_records
+from credit_risk.features import raw_columns_from_records
 from credit_risk.http_guard import JSONBodyGuard
 from credit_risk.metrics import count_rejections
 from credit_risk.monitoring import ServingMonitor
@@ -36,8 +35,8 @@ from credit_risk.pipeline import raw_to_matrix
 from runners.client import predict_with_retry
 from runners.loaded_model import MLFLOW_MODEL_FOLDER
 from runners.model_runner import CHALLENGER_TAG, ModelRunner
+from runners.shadow import ShadowBatcher
 
-log = logging.getLogger(__name__)
 settings = get_settings()
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
@@ -69,8 +68,18 @@ class CreditRiskAPI:
         self.monitor = ServingMonitor(
             self.bundle, self.model_tag, self.model_ref.info.labels, settings
         )
-        self.shadows: set[asyncio.Task[None]] = set()
-        self.drift_task: asyncio.Task[None] | None = None
+        self.shadow = (
+            ShadowBatcher(
+                self.challenger_bundle.feature_params,
+                # looked up per call: a remote runner's client learns its endpoints on connect
+                lambda matrix: self.runner.to_async.predict_challenger(matrix),
+                partial(self.monitor.record_challenger, model_tag=str(self.challenger_ref.tag)),
+                max_rows=settings.runner_max_batch_size,
+            )
+            if self.challenger_bundle is not None
+            else None
+        )
+        self.background: list[asyncio.Task[None]] = []
 
     @bentoml.api(route="/score")
     async def score(self, applications: Applications) -> ScoreResponse:
@@ -86,12 +95,12 @@ class CreditRiskAPI:
             for application, probability in zip(applications, probabilities.tolist(), strict=True)
         ]
         self.monitor.record_answers(raw, records, results)
-        if self.challenger_bundle is not None:
-            task = asyncio.create_task(self.shadow(raw, [r.request_id for r in results]))
-            self.shadows.add(task)
-            task.add_done_callback(self.shadows.discard)
-        if self.drift_task is None:
-            self.drift_task = asyncio.create_task(self.refresh_drift())
+        if self.shadow is not None:
+            self.shadow.add(raw, [r.request_id for r in results])
+        if not self.background:  # started on the first request, inside the serving loop
+            self.background.append(asyncio.create_task(self.refresh_drift()))
+            if self.shadow is not None:
+                self.background.append(asyncio.create_task(self.shadow.run()))
         return ScoreResponse(results=results)
 
     def answer(self, application: Application, probability: float) -> ScoreResult:
@@ -104,17 +113,6 @@ class CreditRiskAPI:
             model_tag=self.model_tag,
         )
 
-    async def shadow(self, raw: RawColumns, request_ids: list[str]) -> None:
-        """Score the same rows with the challenger (its own fitted features); log, never answer."""
-        try:
-            matrix = raw_to_matrix(raw, self.challenger_bundle.feature_params)
-            probabilities = await self.runner.to_async.predict_challenger(matrix)
-            self.monitor.record_challenger(
-                request_ids, str(self.challenger_ref.tag), np.asarray(probabilities).tolist()
-            )
-        except Exception:  # the shadow must never disturb the champion's answers
-            log.exception("shadow scoring failed")
-
     async def refresh_drift(self) -> None:
         """Keep the drift gauges current without touching any scoring request."""
         while True:
@@ -123,10 +121,11 @@ class CreditRiskAPI:
 
     @bentoml.on_shutdown
     async def drain(self) -> None:
-        """Let shadow calls finish, then flush the prediction log: a clean stop loses nothing."""
-        if self.drift_task is not None:
-            self.drift_task.cancel()
-        await asyncio.gather(*self.shadows, return_exceptions=True)
+        """Score queued shadow rows, then flush the prediction log: a clean stop loses nothing."""
+        for task in self.background:
+            task.cancel()
+        if self.shadow is not None:
+            await self.shadow.flush()
         self.monitor.close()
 
     @info_app.get("/model")

@@ -41,7 +41,10 @@ class TrainingConfig(BaseSettings):
         env_prefix="CREDIT_RISK_TRAIN_", extra="ignore", protected_namespaces=()
     )
 
-    seed: int = 42
+    seed: int = Field(42, description="Weight initialisation and batch order.")
+    # Fixed apart from ``seed`` so every candidate is measured on the same test rows and the
+    # promotion gate compares like with like.
+    split_seed: int = 42
     sample_rows: int | None = Field(None, ge=50, description="Subsample for fast runs.")
     hidden: tuple[int, ...] = (64,)
     dropout: float = Field(0.1, ge=0, lt=1)
@@ -93,7 +96,8 @@ class Settings(BaseSettings):
     api_timeout_s: float = Field(15.0, gt=0)
     max_applications_per_request: int = Field(256, ge=1)
 
-    # Monitoring.
+    # Monitoring. Off only to measure its own cost side by side (loadtests/compare.py).
+    monitoring_enabled: bool = True
     prediction_log_url: str = "sqlite:///predictions.db"
     prediction_log_batch_rows: int = Field(500, ge=1)
     prediction_log_flush_s: float = Field(1.0, gt=0)
@@ -125,9 +129,10 @@ class Settings(BaseSettings):
         return champion.bento_model_tag
 
     def challenger_model_tag(self) -> str | None:
-        """The explicit challenger tag, else the one promotion recorded, else none."""
-        if self.challenger_tag:
-            return self.challenger_tag
+        """The explicit challenger tag (empty turns a recorded one off), else the one promotion
+        recorded, else none."""
+        if self.challenger_tag is not None:
+            return self.challenger_tag or None
         champion = read_champion(self.champion_file)
         return champion.challenger.bento_model_tag if champion and champion.challenger else None
 

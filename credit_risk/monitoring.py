@@ -44,6 +44,8 @@ class ServingMonitor:
         results: Sequence[ScoreResult],
     ) -> None:
         """Metrics, drift window and log rows for one answered batch (no I/O here)."""
+        if not self.settings.monitoring_enabled:
+            return
         probabilities = np.array([r.probability_default for r in results])
         metrics.observe_inputs(raw, self.params)
         metrics.observe_outputs(probabilities.tolist(), [r.decision for r in results])
@@ -66,7 +68,7 @@ class ServingMonitor:
         )
 
     def record_challenger(
-        self, request_ids: Sequence[str], model_tag: str, probabilities: Sequence[float]
+        self, request_ids: Sequence[str], probabilities: Sequence[float], model_tag: str
     ) -> None:
         """The challenger's scores, logged beside the champion's rows by request id."""
         histogram = metrics.SCORES.labels("challenger")

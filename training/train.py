@@ -73,8 +73,8 @@ def ensure_experiment(settings: Settings) -> None:
 
 
 def train(config: TrainingConfig, settings: Settings) -> TrainResult:
-    frame = sample(load_credit_data(), config.sample_rows, config.seed)
-    splits = split(frame, config.seed)
+    frame = sample(load_credit_data(), config.sample_rows, config.split_seed)
+    splits = split(frame, config.split_seed)
     records = {
         name: contract_records(getattr(splits, name)) for name in ("train", "validation", "test")
     }

@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from tests_support import serving_env
@@ -12,13 +13,20 @@ from tests_support import serving_env
 from credit_risk.config import REPO_ROOT
 from loadtests.server import BENTOML, Server
 
-BUILD_SOURCES = ("service.py", "bentofile.yaml", "credit_risk", "runners", "requirements")
+BUILD_SOURCES = (
+    "service.py",
+    "bentofile.yaml",
+    "bentofile.cuda.yaml",
+    "credit_risk",
+    "runners",
+    "requirements",
+)
 
 
 @pytest.fixture(scope="session")
-def bento_tag(champion, tmp_path_factory) -> str:
-    """`bentoml build` exactly as `make build` runs it, from a copy of the sources holding the
-    test workspace's champion.json (so a developer's own champion can never leak in)."""
+def build_context(champion, tmp_path_factory) -> Path:
+    """A copy of the sources `make build` packs, holding the test workspace's champion.json
+    (so a developer's own champion can never leak into a test Bento)."""
     settings, _, _ = champion
     context = tmp_path_factory.mktemp("build-context")
     for name in BUILD_SOURCES:
@@ -28,8 +36,13 @@ def bento_tag(champion, tmp_path_factory) -> str:
         else:
             shutil.copy2(source, context / name)
     shutil.copy2(settings.champion_file, context / "champion.json")
+    return context
+
+
+def build_bento(context: Path, bentofile: str) -> str:
+    """`bentoml build` exactly as the Makefile runs it; returns the new tag."""
     built = subprocess.run(
-        [BENTOML, "build", ".", "--output", "tag"],
+        [BENTOML, "build", ".", "-f", bentofile, "--output", "tag"],
         cwd=context,
         env=serving_env(),
         capture_output=True,
@@ -39,6 +52,16 @@ def bento_tag(champion, tmp_path_factory) -> str:
     )
     assert built.returncode == 0, built.stderr[-3000:]
     return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
+
+
+@pytest.fixture(scope="session")
+def bento_tag(build_context) -> str:
+    return build_bento(build_context, "bentofile.yaml")
+
+
+@pytest.fixture(scope="session")
+def cuda_bento_tag(build_context) -> str:
+    return build_bento(build_context, "bentofile.cuda.yaml")
 
 
 @pytest.fixture(scope="session")

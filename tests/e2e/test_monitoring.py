@@ -103,8 +103,8 @@ def test_drift_alerts_only_for_shifted_traffic_and_log_is_exact(
     assert "credit_risk_model_info{" in metrics
 
     body = json.dumps({"applications": [make_record(), make_record(income=None)]}).encode()
-    outcomes = burst(f"{server.url}/score", body, connections=16, per_connection=50)
-    assert outcomes == {"200": 800}
+    result = burst(f"{server.url}/score", body, connections=16, per_connection=50)
+    assert result.outcomes == {"200": 800}
     assert {r["model_tag"] for r in answered} == {report.bento_model_tag}  # never the challenger
 
     assert server.stop() == 0

@@ -135,5 +135,5 @@ def test_zero_errors_under_concurrency_past_the_session_renewal_point(server, ma
     """16 concurrent connections, 1,200 requests: far past BentoML's 100-request client-session
     renewal that used to drop in-flight runner calls (see runners/model_runner.py)."""
     body = json.dumps({"applications": [make_record()]}).encode()
-    outcomes = burst(f"{server.url}/score", body, connections=16, per_connection=75)
-    assert outcomes == {"200": 1200}
+    result = burst(f"{server.url}/score", body, connections=16, per_connection=75)
+    assert result.outcomes == {"200": 1200}

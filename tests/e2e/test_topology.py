@@ -1,0 +1,63 @@
+"""The deployment topology on one machine: API and runner as separate `bentoml serve`
+processes from the built Bento's source, the API reaching the runner by URL over HTTP, as the
+two Kubernetes Deployments do. Also: the API is not ready, and answers 503, without a runner."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import bentoml
+import pytest
+import requests
+from tests_support import serving_env
+
+from loadtests.server import Server
+
+
+def ready(url: str) -> bool:
+    """As a Kubernetes probe sees it: a timeout counts as not ready."""
+    try:
+        return requests.get(f"{url}/readyz", timeout=3).status_code == 200
+    except requests.Timeout:
+        return False
+
+
+@pytest.fixture(scope="module")
+def bento_src(bento_tag) -> Path:
+    return Path(bentoml.bentos.get(bento_tag).path) / "src"
+
+
+def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_path, make_record):
+    env = serving_env(CREDIT_RISK_PREDICTION_LOG_URL=f"sqlite:///{tmp_path / 'log.db'}")
+    body = {"applications": [make_record(), make_record(income=None, home=None)]}
+    expected = requests.post(f"{server.url}/score", json=body, timeout=10).json()["results"]
+
+    runner = Server("runners.model_runner:ModelRunner", tmp_path / "runner.log", env, cwd=bento_src)
+    runner.wait_ready()
+    api = Server(
+        "service:CreditRiskAPI",
+        tmp_path / "api.log",
+        env | {"CREDIT_RISK_RUNNER_URL": runner.url},
+        cwd=bento_src,
+    )
+    try:
+        api.wait_ready()
+        results = requests.post(f"{api.url}/score", json=body, timeout=10).json()["results"]
+        assert [r["probability_default"] for r in results] == pytest.approx(
+            [r["probability_default"] for r in expected], abs=1e-6
+        )
+        assert "path=/predict" in runner.log.read_text()  # the runner process did the scoring
+        assert "[service:credit_risk_runner" not in api.log.read_text()  # none spawned locally
+
+        runner.stop()
+        response = requests.post(f"{api.url}/score", json=body, timeout=30)
+        assert response.status_code == 503, response.text
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and ready(api.url):
+            time.sleep(1)
+        assert not ready(api.url)
+    finally:
+        api.stop()
+        if runner.process.poll() is None:
+            runner.stop()
