@@ -9,7 +9,7 @@ SMOKE_TIME ?= 30s
 REPORTS := loadtests/reports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke lint rollback
+.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke bench lint rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ smoke: setup ## headless Locust smoke run against a running server at HOST
 	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(HOST) \
 		-u $(SMOKE_USERS) -r $(SMOKE_USERS) -t $(SMOKE_TIME) --only-summary \
 		--csv $(REPORTS)/smoke --html $(REPORTS)/smoke.html --exit-code-on-error 1
+
+bench: setup ## side-by-side serving benchmark vs mlflow models serve and the floors (needs `make bento`)
+	$(BIN)/python -m loadtests.bench
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from fastapi import FastAPI
 from pydantic import Field
 
@@ -33,9 +34,11 @@ from credit_risk.metrics import count_rejections
 from credit_risk.monitoring import ServingMonitor
 from credit_risk.pipeline import raw_to_matrix
 from runners.client import predict_with_retry
+from runners.core import RunnerCore
 from runners.loaded_model import MLFLOW_MODEL_FOLDER
 from runners.model_runner import CHALLENGER_TAG, ModelRunner
 from runners.shadow import ShadowBatcher
+from runners.torch_core import select_device
 
 settings = get_settings()
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
@@ -55,10 +58,19 @@ Applications = Annotated[
 class CreditRiskAPI:
     model_ref = bentoml.models.BentoModel(settings.served_model_tag())
     challenger_ref = bentoml.models.BentoModel(CHALLENGER_TAG) if CHALLENGER_TAG else None
-    runner = bentoml.depends(ModelRunner, url=settings.runner_url)
+    runner = (
+        bentoml.depends(ModelRunner, url=settings.runner_url)
+        if settings.runner_mode == "remote"
+        else None
+    )
 
     def __init__(self) -> None:
         self.bundle = read_bundle(Path(self.model_ref.path_of(MLFLOW_MODEL_FOLDER)))
+        self.local = (
+            RunnerCore.from_refs(self.model_ref, self.challenger_ref, select_device("cpu"))
+            if self.runner is None
+            else None
+        )
         self.model_tag = str(self.model_ref.tag)
         self.challenger_bundle = (
             read_bundle(Path(self.challenger_ref.path_of(MLFLOW_MODEL_FOLDER)))
@@ -71,8 +83,7 @@ class CreditRiskAPI:
         self.shadow = (
             ShadowBatcher(
                 self.challenger_bundle.feature_params,
-                # looked up per call: a remote runner's client learns its endpoints on connect
-                lambda matrix: self.runner.to_async.predict_challenger(matrix),
+                self.predict_challenger,
                 partial(self.monitor.record_challenger, model_tag=str(self.challenger_ref.tag)),
                 max_rows=settings.runner_max_batch_size,
             )
@@ -87,9 +98,7 @@ class CreditRiskAPI:
         records = [application.model_dump() for application in applications]
         raw = raw_columns_from_records(records)
         matrix = raw_to_matrix(raw, self.bundle.feature_params)
-        probabilities = await predict_with_retry(
-            self.runner.to_async.predict, matrix, settings.runner_retries
-        )
+        probabilities = await self.predict(matrix)
         results = [
             self.answer(application, probability)
             for application, probability in zip(applications, probabilities.tolist(), strict=True)
@@ -113,11 +122,26 @@ class CreditRiskAPI:
             model_tag=self.model_tag,
         )
 
+    async def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """The champion's probabilities: in this process, or from the runner with retries."""
+        if self.local is not None:
+            return self.local.predict(matrix)
+        # looked up per call: a remote runner's client learns its endpoints on connect
+        return await predict_with_retry(
+            lambda m: self.runner.to_async.predict(m), matrix, settings.runner_retries
+        )
+
+    async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
+        if self.local is not None:
+            return self.local.predict_challenger(matrix)
+        return await self.runner.to_async.predict_challenger(matrix)
+
     async def refresh_drift(self) -> None:
         """Keep the drift gauges current without touching any scoring request."""
         while True:
             await asyncio.sleep(settings.drift_refresh_s)
-            self.monitor.drift_report()
+            # tens of ms over a full window: off the event loop, so no request waits on it
+            await asyncio.to_thread(self.monitor.drift_report)
 
     @bentoml.on_shutdown
     async def drain(self) -> None:
@@ -136,7 +160,10 @@ class CreditRiskAPI:
             "labels": dict(self.model_ref.info.labels),
             "metadata": self.model_ref.info.metadata,
             "challenger_tag": str(self.challenger_ref.tag) if self.challenger_ref else None,
-            "runner": await self.runner.to_async.describe(),
+            "runner": self.local.describe()
+            if self.local
+            else await self.runner.to_async.describe(),
+            "runner_mode": settings.runner_mode,
             "contract_version": self.bundle.contract["version"],
             "decision_thresholds": settings.decision.model_dump(),
         }

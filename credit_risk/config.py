@@ -78,7 +78,10 @@ class Settings(BaseSettings):
     model_tag: str | None = None
     champion_file: Path = REPO_ROOT / CHAMPION_FILE
 
-    # Runner (model) service: a URL makes the API call a separately deployed runner.
+    # Runner (model) service: a URL makes the API call a separately deployed runner; the
+    # in-process mode has the API score itself, with no hop (CPU-only deployments where the
+    # hop does not pay; `make bench` compares).
+    runner_mode: Literal["remote", "inprocess"] = "remote"
     runner_url: str | None = None
     runner_device: Literal["auto", "cpu", "cuda"] = "auto"
     runner_workers: int = Field(1, ge=1)

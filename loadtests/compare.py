@@ -4,6 +4,7 @@ more configurations, in one run, reported as ratios to the first.
     python -m loadtests.compare renewal     # BentoML runner-session renewal vs off, retries
     python -m loadtests.compare monitoring  # metrics + drift + prediction log on vs off
     python -m loadtests.compare shadow      # champion latency with and without a challenger
+    python -m loadtests.compare runner      # separate runner vs scoring inside the API
 
 Serves `service:CreditRiskAPI` from this checkout against the promoted champion (`make bento`
 first; `shadow` also needs a challenger: `python -m training.promote --version N --as
@@ -35,6 +36,12 @@ SCENARIOS: dict[str, dict[str, dict[str, str]]] = {
     "monitoring": {
         "monitoring on (default)": NO_CHALLENGER,
         "monitoring off": NO_CHALLENGER | {"CREDIT_RISK_MONITORING_ENABLED": "false"},
+    },
+    "runner": {
+        "remote runner (1 API + 1 runner worker)": NO_CHALLENGER,
+        "in-process, 1 API worker": NO_CHALLENGER | {"CREDIT_RISK_RUNNER_MODE": "inprocess"},
+        "in-process, 2 API workers": NO_CHALLENGER
+        | {"CREDIT_RISK_RUNNER_MODE": "inprocess", "CREDIT_RISK_API_WORKERS": "2"},
     },
     "shadow": {
         "champion only": NO_CHALLENGER,

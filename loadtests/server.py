@@ -22,7 +22,8 @@ def free_port() -> int:
 
 
 class Server:
-    """`bentoml serve TARGET` in its own process group, logging to ``log``."""
+    """`bentoml serve TARGET` (or ``command``, with ``{port}`` filled in) in its own process
+    group, logging to ``log``; ready when ``ready_path`` answers 200."""
 
     def __init__(
         self,
@@ -31,12 +32,16 @@ class Server:
         env: dict[str, str],
         port: int | None = None,
         cwd: Path | None = None,
+        command: list[str] | None = None,
+        ready_path: str = "/readyz",
     ) -> None:
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = log
+        self.ready_path = ready_path
+        argv = command or [BENTOML, "serve", target, "--port", "{port}", "--host", "127.0.0.1"]
         self.process = subprocess.Popen(
-            [BENTOML, "serve", target, "--port", str(self.port), "--host", "127.0.0.1"],
+            [part.replace("{port}", str(self.port)) for part in argv],
             stdout=log.open("w"),
             stderr=subprocess.STDOUT,
             env=env,
@@ -50,7 +55,7 @@ class Server:
             if self.process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
             try:
-                if requests.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                if requests.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                     return self
             except requests.RequestException:  # not listening yet, or still starting
                 pass

@@ -6,18 +6,13 @@ locally; either way it holds the model once per worker, on CUDA when asked and p
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bentoml
 import numpy as np
-import torch
-from bentoml.exceptions import NotFound
 
 from credit_risk.config import get_settings
-from credit_risk.matrix import check_matrix
-from credit_risk.metrics import RUNNER_BATCH_ROWS
-from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
+from runners.core import RunnerCore
 from runners.torch_core import select_device
 
 settings = get_settings()
@@ -27,12 +22,8 @@ CHALLENGER_TAG = settings.challenger_model_tag()
 # old one while requests are still in flight on it (ServerDisconnectedError in the caller under
 # concurrency). Renewal exists to rebalance keep-alive connections across replicas; here it is
 # off by default (settings.runner_session_max_requests) and the API retries the idempotent
-# scoring call instead. loadtests/session_renewal_check.py measures both choices.
+# scoring call instead. `python -m loadtests.compare renewal` measures the choices.
 SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
-
-
-def load(ref: bentoml.Model, device: torch.device) -> LoadedModel:
-    return LoadedModel.from_mlflow_dir(str(ref.tag), Path(ref.path_of(MLFLOW_MODEL_FOLDER)), device)
 
 
 def runner_resources() -> dict[str, Any]:
@@ -55,9 +46,7 @@ class ModelRunner:
 
     def __init__(self) -> None:
         device = select_device(settings.runner_device)
-        self.model = load(self.model_ref, device)
-        self.challenger = load(self.challenger_ref, device) if self.challenger_ref else None
-        self.width = self.model.scorer.width
+        self.core = RunnerCore.from_refs(self.model_ref, self.challenger_ref, device)
 
     @bentoml.api(
         batchable=True,
@@ -66,8 +55,7 @@ class ModelRunner:
     )
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, width) float32 -> (n,) default probabilities; requests are merged on axis 0."""
-        RUNNER_BATCH_ROWS.labels("champion").observe(len(matrix))
-        return self.model.scorer.predict(check_matrix(matrix, self.width))
+        return self.core.predict(matrix)
 
     @bentoml.api(
         batchable=True,
@@ -76,17 +64,9 @@ class ModelRunner:
     )
     def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         """The shadow challenger's probabilities for a matrix built with its own features."""
-        if self.challenger is None:
-            raise NotFound("no challenger is configured")
-        RUNNER_BATCH_ROWS.labels("challenger").observe(len(matrix))
-        return self.challenger.scorer.predict(check_matrix(matrix, self.challenger.scorer.width))
+        return self.core.predict_challenger(matrix)
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
         """What this runner serves, for the API's ``GET /model`` and readiness."""
-        return {
-            "model_tag": self.model.tag,
-            "challenger_tag": self.challenger.tag if self.challenger else None,
-            "device": str(self.model.scorer.device),
-            "feature_width": self.width,
-        }
+        return self.core.describe()

@@ -61,3 +61,24 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
         api.stop()
         if runner.process.poll() is None:
             runner.stop()
+
+
+def test_in_process_runner_mode_scores_the_same_without_a_runner_process(
+    server, bento_tag, tmp_path, make_record
+):
+    env = serving_env(
+        CREDIT_RISK_RUNNER_MODE="inprocess",
+        CREDIT_RISK_PREDICTION_LOG_URL=f"sqlite:///{tmp_path / 'log.db'}",
+    )
+    body = {"applications": [make_record(), make_record(records="yes", assets=None)]}
+    expected = requests.post(f"{server.url}/score", json=body, timeout=10).json()["results"]
+    with Server(bento_tag, tmp_path / "inprocess.log", env) as single:
+        results = requests.post(f"{single.url}/score", json=body, timeout=10).json()["results"]
+        model = requests.get(f"{single.url}/model", timeout=10).json()
+    assert [r["probability_default"] for r in results] == pytest.approx(
+        [r["probability_default"] for r in expected], abs=1e-6
+    )
+    assert [r["decision"] for r in results] == [r["decision"] for r in expected]
+    assert model["runner_mode"] == "inprocess"
+    assert model["runner"]["model_tag"] == results[0]["model_tag"]
+    assert "[service:credit_risk_runner" not in (tmp_path / "inprocess.log").read_text()

@@ -1,0 +1,54 @@
+"""What a runner does, wherever it runs: the champion (and a shadow challenger) on one device.
+
+The runner service wraps it in BentoML APIs with adaptive batching; with
+``CREDIT_RISK_RUNNER_MODE=inprocess`` the API service holds one itself and skips the hop.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import bentoml
+import numpy as np
+import torch
+
+from credit_risk.matrix import check_matrix
+from credit_risk.metrics import RUNNER_BATCH_ROWS
+from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
+
+
+def load(ref: bentoml.Model, device: torch.device) -> LoadedModel:
+    return LoadedModel.from_mlflow_dir(str(ref.tag), Path(ref.path_of(MLFLOW_MODEL_FOLDER)), device)
+
+
+class RunnerCore:
+    def __init__(self, champion: LoadedModel, challenger: LoadedModel | None) -> None:
+        self.champion = champion
+        self.challenger = challenger
+
+    @classmethod
+    def from_refs(
+        cls, champion: bentoml.Model, challenger: bentoml.Model | None, device: torch.device
+    ) -> RunnerCore:
+        return cls(load(champion, device), load(challenger, device) if challenger else None)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """(n, width) float32 -> (n,) default probabilities."""
+        RUNNER_BATCH_ROWS.labels("champion").observe(len(matrix))
+        return self.champion.scorer.predict(check_matrix(matrix, self.champion.scorer.width))
+
+    def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
+        """The challenger's probabilities for a matrix built with its own features."""
+        if self.challenger is None:
+            raise LookupError("no challenger is configured")
+        RUNNER_BATCH_ROWS.labels("challenger").observe(len(matrix))
+        return self.challenger.scorer.predict(check_matrix(matrix, self.challenger.scorer.width))
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "model_tag": self.champion.tag,
+            "challenger_tag": self.challenger.tag if self.challenger else None,
+            "device": str(self.champion.scorer.device),
+            "feature_width": self.champion.scorer.width,
+        }

@@ -1,0 +1,33 @@
+"""Capacity search: the highest arrival rate that held the SLO and the error budget."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from loadtests.burst import BurstResult
+from loadtests.openloop import capacity_at_slo
+
+
+def fake_server(limit: float):
+    """Latency 10 ms below ``limit`` req/s, 500 ms above it."""
+
+    def run(rate: float) -> BurstResult:
+        latency = 0.010 if rate <= limit else 0.5
+        return BurstResult(Counter({"200": 100}), [latency] * 100, 1.0)
+
+    return run
+
+
+def test_capacity_is_the_last_rate_that_held():
+    capacity, steps = capacity_at_slo(fake_server(300), p99_ms=100, start_rate=50, factor=2)
+    assert capacity == 200
+    assert [rate for rate, _ in steps] == [50, 100, 200, 400]
+
+
+def test_errors_beyond_budget_break_the_search():
+    def failing(rate: float) -> BurstResult:
+        return BurstResult(Counter({"200": 90, "503": 10}), [0.01] * 100, 1.0)
+
+    capacity, steps = capacity_at_slo(failing, p99_ms=100)
+    assert capacity == 0
+    assert len(steps) == 1
