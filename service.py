@@ -29,7 +29,7 @@ from credit_risk.contract import (
 )
 from credit_risk.decision import decide
 from credit_risk.features import raw_columns_from_records
-from credit_risk.http_guard import JSONBodyGuard
+from credit_risk.http_guard import RequestGuard
 from credit_risk.metrics import count_rejections
 from credit_risk.monitoring import ServingMonitor
 from credit_risk.pipeline import raw_to_matrix
@@ -53,7 +53,7 @@ Applications = Annotated[
     name="credit_risk_api",
     workers=settings.api_workers,
     resources={"cpu": "1"},
-    traffic={"timeout": settings.api_timeout_s, "max_concurrency": settings.api_max_concurrency},
+    traffic={"timeout": settings.api_timeout_s},  # in-flight bound: RequestGuard below
 )
 class CreditRiskAPI:
     model_ref = bentoml.models.BentoModel(settings.served_model_tag())
@@ -179,4 +179,9 @@ class CreditRiskAPI:
         return self.monitor.drift_report()
 
 
-CreditRiskAPI.add_asgi_middleware(JSONBodyGuard, paths=("/score",), on_rejected=count_rejections)
+CreditRiskAPI.add_asgi_middleware(
+    RequestGuard,
+    paths=("/score",),
+    max_in_flight=settings.api_max_concurrency,
+    on_rejected=count_rejections,
+)

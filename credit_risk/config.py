@@ -95,6 +95,7 @@ class Settings(BaseSettings):
 
     # API service.
     api_workers: int = Field(1, ge=1)
+    # Requests in flight per API worker before /score sheds with 503 + Retry-After.
     api_max_concurrency: int = Field(64, ge=1)
     api_timeout_s: float = Field(15.0, gt=0)
     max_applications_per_request: int = Field(256, ge=1)

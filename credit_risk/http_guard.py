@@ -1,6 +1,9 @@
 """An ASGI guard in front of the scoring routes: refuse a body that is not declared JSON (415)
 or is larger than the contract allows (413), with the same error shape as validation errors,
-before BentoML spends any work on it."""
+before BentoML spends any work on it; bound the requests in flight per worker; and give every
+shed request (503) a ``Retry-After``, so clients back off instead of hammering an overloaded
+server. (BentoML's own ``traffic.max_concurrency`` answers 429 without one, from outside any
+user middleware, so the limit lives here instead.)"""
 
 from __future__ import annotations
 
@@ -15,6 +18,7 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 MAX_BODY_BYTES = 1_048_576  # 256 applications of ~400 bytes fit with ample room
+RETRY_AFTER_S = b"1"
 
 
 def error_body(status: int, field: str, reason: str) -> tuple[int, bytes]:
@@ -33,44 +37,54 @@ def check_headers(headers: dict[bytes, bytes], max_body_bytes: int) -> tuple[int
     return None
 
 
-class JSONBodyGuard:
-    """Applies ``check_headers`` to POSTs on ``paths``; everything else passes untouched."""
+class RequestGuard:
+    """Applies ``check_headers`` and the in-flight bound to POSTs on ``paths``; everything else
+    (health, metrics, lineage) passes untouched, so probes still answer under overload."""
 
     def __init__(
         self,
         app: ASGIApp,
         paths: tuple[str, ...],
+        max_in_flight: int | None = None,
         max_body_bytes: int = MAX_BODY_BYTES,
         on_rejected: Callable[[bytes], None] | None = None,
     ):
         self.app = app
         self.paths = frozenset(paths)
+        self.max_in_flight = max_in_flight
+        self.in_flight = 0
         self.max_body_bytes = max_body_bytes
         self.on_rejected = on_rejected
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST" and scope["path"] in self.paths:
             problem = check_headers(dict(scope["headers"]), self.max_body_bytes)
+            if problem is None and self.max_in_flight and self.in_flight >= self.max_in_flight:
+                problem = (
+                    503,
+                    json.dumps({"error": "overloaded, retry later", "detail": []}).encode(),
+                )
             if problem is not None:
                 status, body = problem
-                await send(
-                    {
-                        "type": "http.response.start",
-                        "status": status,
-                        "headers": [(b"content-type", b"application/json")],
-                    }
-                )
+                headers = [(b"content-type", b"application/json")]
+                if status == 503:
+                    headers.append((b"retry-after", RETRY_AFTER_S))
+                await send({"type": "http.response.start", "status": status, "headers": headers})
                 await send({"type": "http.response.body", "body": body})
                 if self.on_rejected is not None:
                     self.on_rejected(body)
                 return
-            if self.on_rejected is not None:
-                send = self._watch_rejections(send, self.on_rejected)
+            self.in_flight += 1
+            try:
+                await self.app(scope, receive, self._watch_responses(send, self.on_rejected))
+            finally:
+                self.in_flight -= 1
+            return
         await self.app(scope, receive, send)
 
     @staticmethod
-    def _watch_rejections(send: Send, on_rejected: Callable[[bytes], None]) -> Send:
-        """Pass messages through; hand the body of a 4xx answer to ``on_rejected``."""
+    def _watch_responses(send: Send, on_rejected: Callable[[bytes], None] | None) -> Send:
+        """Add ``Retry-After`` to a 503; hand the body of a 4xx answer to ``on_rejected``."""
         status = 0
         chunks: list[bytes] = []
 
@@ -78,7 +92,14 @@ class JSONBodyGuard:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-            elif message["type"] == "http.response.body" and 400 <= status < 500:
+                headers = list(message.get("headers", []))
+                if status == 503 and not any(k.lower() == b"retry-after" for k, _ in headers):
+                    message = {**message, "headers": [*headers, (b"retry-after", RETRY_AFTER_S)]}
+            elif (
+                on_rejected is not None
+                and message["type"] == "http.response.body"
+                and 400 <= status < 500
+            ):
                 chunks.append(message.get("body", b""))
                 if not message.get("more_body"):
                     on_rejected(b"".join(chunks))

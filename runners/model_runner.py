@@ -26,6 +26,14 @@ CHALLENGER_TAG = settings.challenger_model_tag()
 SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
 
 
+# Adaptive batching: requests are merged on axis 0 up to this size, waiting at most this long.
+batched = bentoml.api(
+    batchable=True,
+    max_batch_size=settings.runner_max_batch_size,
+    max_latency_ms=settings.runner_max_latency_ms,
+)
+
+
 def runner_resources() -> dict[str, Any]:
     resources: dict[str, Any] = {"cpu": "1"}
     if settings.runner_device == "cuda":
@@ -48,20 +56,12 @@ class ModelRunner:
         device = select_device(settings.runner_device)
         self.core = RunnerCore.from_refs(self.model_ref, self.challenger_ref, device)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.runner_max_batch_size,
-        max_latency_ms=settings.runner_max_latency_ms,
-    )
+    @batched
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, width) float32 -> (n,) default probabilities; requests are merged on axis 0."""
         return self.core.predict(matrix)
 
-    @bentoml.api(
-        batchable=True,
-        max_batch_size=settings.runner_max_batch_size,
-        max_latency_ms=settings.runner_max_latency_ms,
-    )
+    @batched
     def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         """The shadow challenger's probabilities for a matrix built with its own features."""
         return self.core.predict_challenger(matrix)

@@ -4,6 +4,7 @@ two Kubernetes Deployments do. Also: the API is not ready, and answers 503, with
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 import requests
 from tests_support import serving_env
 
+from loadtests.burst import burst
 from loadtests.server import Server
 
 
@@ -38,7 +40,7 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
     api = Server(
         "service:CreditRiskAPI",
         tmp_path / "api.log",
-        env | {"CREDIT_RISK_RUNNER_URL": runner.url},
+        env | {"CREDIT_RISK_RUNNER_URL": runner.url, "CREDIT_RISK_API_MAX_CONCURRENCY": "2"},
         cwd=bento_src,
     )
     try:
@@ -50,9 +52,16 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
         assert "path=/predict" in runner.log.read_text()  # the runner process did the scoring
         assert "[service:credit_risk_runner" not in api.log.read_text()  # none spawned locally
 
+        # 32 connections against an in-flight bound of 2: shed with 503, never dropped
+        overload = burst(f"{api.url}/score", json.dumps(body).encode(), 32, 10).outcomes
+        assert set(overload) <= {"200", "503"}, overload
+        assert overload["503"] > 0
+        assert overload["200"] > 0
+
         runner.stop()
         response = requests.post(f"{api.url}/score", json=body, timeout=30)
         assert response.status_code == 503, response.text
+        assert response.headers["retry-after"] == "1"  # shed, not dropped: clients back off
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline and ready(api.url):
             time.sleep(1)
