@@ -9,7 +9,7 @@ SMOKE_TIME ?= 30s
 REPORTS := loadtests/reports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke bench lint rollback
+.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke bench size size-verify lint rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
@@ -60,6 +60,12 @@ smoke: setup ## headless Locust smoke run against a running server at HOST
 
 bench: setup ## side-by-side serving benchmark vs mlflow models serve and the floors (needs `make bento`)
 	$(BIN)/python -m loadtests.bench
+
+size: setup ## sizing sweep -> loadtests/reports/ (report.md, PNGs, deployment.yaml); needs `make bento`
+	$(BIN)/python -m loadtests.size
+
+size-verify: setup ## rerun the sizing recommendation at its predicted capacity
+	$(BIN)/python -m loadtests.size --verify
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -38,6 +38,7 @@ from runners.core import RunnerCore
 from runners.loaded_model import MLFLOW_MODEL_FOLDER
 from runners.model_runner import CHALLENGER_TAG, ModelRunner
 from runners.shadow import ShadowBatcher
+from runners.startup import freeze_startup_heap
 from runners.torch_core import select_device
 
 settings = get_settings()
@@ -91,6 +92,7 @@ class CreditRiskAPI:
             else None
         )
         self.background: list[asyncio.Task[None]] = []
+        freeze_startup_heap()
 
     @bentoml.api(route="/score")
     async def score(self, applications: Applications) -> ScoreResponse:

@@ -3,14 +3,16 @@
     locust -f loadtests/locustfile.py --headless --host http://127.0.0.1:3000 -u 10 -t 30s
 
 A good request must answer 200 with one result per application; a bad one must answer 4xx
-(anything else, a 5xx included, is a failure). ``--bad-share`` and ``--batch-size`` tune it.
+(anything else, a 5xx included, is a failure). ``--bad-share``, ``--batch-size`` and
+``--rate`` (a fixed total request rate, e.g. below a measured capacity) tune it.
 """
 
 from __future__ import annotations
 
 import random
+from functools import partial
 
-from locust import FastHttpUser, events, task
+from locust import FastHttpUser, constant_throughput, events, task
 from locust.argument_parser import LocustArgumentParser
 
 from loadtests.traffic import application_pool, bad_body, good_body
@@ -22,6 +24,9 @@ HEADERS = {"content-type": "application/json"}
 def _options(parser: LocustArgumentParser) -> None:
     parser.add_argument("--bad-share", type=float, default=0.05, help="share of bad requests")
     parser.add_argument("--batch-size", type=int, default=1, help="applications per request")
+    parser.add_argument(
+        "--rate", type=float, default=0, help="total requests/s to pace all users to (0: no wait)"
+    )
 
 
 @events.test_start.add_listener
@@ -37,6 +42,8 @@ class CreditApplicant(FastHttpUser):
         options = self.environment.parsed_options
         self.bad_share = options.bad_share if options else 0.05
         self.batch_size = options.batch_size if options else 1
+        if options and options.rate:  # pace each user so all of them together offer `rate`
+            self.wait_time = partial(constant_throughput(options.rate / options.num_users), self)
 
     @task
     def score(self) -> None:

@@ -13,6 +13,7 @@ import numpy as np
 
 from credit_risk.config import get_settings
 from runners.core import RunnerCore
+from runners.startup import freeze_startup_heap
 from runners.torch_core import select_device
 
 settings = get_settings()
@@ -55,6 +56,7 @@ class ModelRunner:
     def __init__(self) -> None:
         device = select_device(settings.runner_device)
         self.core = RunnerCore.from_refs(self.model_ref, self.challenger_ref, device)
+        freeze_startup_heap()
 
     @batched
     def predict(self, matrix: np.ndarray) -> np.ndarray:
