@@ -16,13 +16,10 @@ model version). Loopback only; every step is bounded in time and rate.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import math
 import os
 import platform
-import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -36,6 +33,7 @@ import yaml
 from credit_risk.config import REPO_ROOT, Settings
 from credit_risk.pipeline import records_to_matrix
 from loadtests.burst import burst
+from loadtests.locust_run import run_locust
 from loadtests.openloop import open_loop
 from loadtests.server import Server
 from loadtests.traffic import application_pool
@@ -351,32 +349,7 @@ def locust_below_capacity(config: dict[str, Any], rate: float) -> str:
         tempfile.TemporaryDirectory() as folder,
         Server("credit-risk:latest", Path(folder) / "s.log", env) as server,
     ):
-        subprocess.run(
-            [
-                str(Path(sys.executable).with_name("locust")),
-                "-f",
-                str(REPO_ROOT / "loadtests" / "locustfile.py"),
-                "--headless",
-                "--host",
-                server.url,
-                "-u",
-                "16",
-                "-r",
-                "16",
-                "-t",
-                "20s",
-                "--rate",
-                f"{rate:.1f}",
-                "--only-summary",
-                "--csv",
-                f"{folder}/locust",
-            ],
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
-        with open(f"{folder}/locust_stats.csv") as handle:
-            total = {row["Name"]: row for row in csv.DictReader(handle)}["Aggregated"]
+        total = run_locust(server.url, 16, 20, "--rate", f"{rate:.1f}")["Aggregated"]
     return (
         f"Locust at {rate:.0f} req/s ({config['name']}, 20 s, 5% bad input): "
         f"{total['Request Count']} requests, {total['Failure Count']} failures, "

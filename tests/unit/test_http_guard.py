@@ -9,6 +9,13 @@ import pytest
 
 from credit_risk.http_guard import RequestGuard, check_headers
 
+SCORE_SCOPE = {
+    "type": "http",
+    "method": "POST",
+    "path": "/score",
+    "headers": [(b"content-type", b"application/json")],
+}
+
 
 @pytest.mark.parametrize(
     ("headers", "status"),
@@ -78,13 +85,7 @@ def answer_with(status: int, headers: list) -> list[dict]:
     async def receive():
         return {"type": "http.request", "body": b""}
 
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/score",
-        "headers": [(b"content-type", b"application/json")],
-    }
-    asyncio.run(RequestGuard(app, paths=("/score",))(scope, receive, send))
+    asyncio.run(RequestGuard(app, paths=("/score",))(SCORE_SCOPE, receive, send))
     return sent
 
 
@@ -106,12 +107,7 @@ def test_requests_beyond_the_in_flight_bound_are_shed_with_retry_after():
         await send({"type": "http.response.body", "body": b"{}"})
 
     guard = RequestGuard(slow_app, paths=("/score",), max_in_flight=2)
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/score",
-        "headers": [(b"content-type", b"application/json")],
-    }
+    scope = SCORE_SCOPE
 
     async def receive():
         return {"type": "http.request", "body": b""}
