@@ -100,6 +100,10 @@ class Settings(BaseSettings):
     api_timeout_s: float = Field(15.0, gt=0)
     max_applications_per_request: int = Field(256, ge=1)
 
+    # Freeze the import-time heap out of the GC at the end of start-up (runners/startup.py);
+    # off only to measure what it prevents (python -m loadtests.startup_tail).
+    gc_freeze_at_startup: bool = True
+
     # Monitoring. Off only to measure its own cost side by side (loadtests/compare.py).
     monitoring_enabled: bool = True
     prediction_log_url: str = "sqlite:///predictions.db"

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import gc
 
+from credit_risk.config import get_settings
+
 
 def freeze_startup_heap() -> None:
-    gc.collect()
-    gc.freeze()
+    if get_settings().gc_freeze_at_startup:
+        gc.collect()
+        gc.freeze()
