@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import uuid
 from functools import partial
-from pathlib import Path
 from typing import Annotated, Any
 
 import bentoml
@@ -35,7 +34,7 @@ from credit_risk.monitoring import ServingMonitor
 from credit_risk.pipeline import raw_to_matrix
 from runners.client import predict_with_retry
 from runners.core import RunnerCore
-from runners.loaded_model import MLFLOW_MODEL_FOLDER
+from runners.loaded_model import mlflow_folder
 from runners.model_runner import CHALLENGER_TAG, ModelRunner
 from runners.shadow import ShadowBatcher
 from runners.startup import freeze_startup_heap
@@ -66,7 +65,7 @@ class CreditRiskAPI:
     )
 
     def __init__(self) -> None:
-        self.bundle = read_bundle(Path(self.model_ref.path_of(MLFLOW_MODEL_FOLDER)))
+        self.bundle = read_bundle(mlflow_folder(self.model_ref))
         self.local = (
             RunnerCore.from_refs(self.model_ref, self.challenger_ref, select_device("cpu"))
             if self.runner is None
@@ -74,9 +73,7 @@ class CreditRiskAPI:
         )
         self.model_tag = str(self.model_ref.tag)
         self.challenger_bundle = (
-            read_bundle(Path(self.challenger_ref.path_of(MLFLOW_MODEL_FOLDER)))
-            if self.challenger_ref
-            else None
+            read_bundle(mlflow_folder(self.challenger_ref)) if self.challenger_ref else None
         )
         self.monitor = ServingMonitor(
             self.bundle, self.model_tag, self.model_ref.info.labels, settings

@@ -123,10 +123,10 @@ def reference_for(model_tag: str) -> dict[str, Any] | None:
     from bentoml.exceptions import NotFound
 
     from credit_risk.bundle import read_bundle
-    from runners.loaded_model import MLFLOW_MODEL_FOLDER
+    from runners.loaded_model import mlflow_folder
 
     try:
-        folder = Path(bentoml.models.get(model_tag).path_of(MLFLOW_MODEL_FOLDER))
+        folder = mlflow_folder(bentoml.models.get(model_tag))
     except NotFound:
         return None
     return read_bundle(folder).reference["score"]

@@ -36,7 +36,7 @@ from credit_risk.config import REPO_ROOT, Settings
 from credit_risk.pipeline import records_to_matrix
 from loadtests.burst import BurstResult, burst
 from loadtests.openloop import capacity_at_slo, open_loop
-from loadtests.server import Server
+from loadtests.server import NO_CHALLENGER, Server
 from loadtests.traffic import application_pool
 from runners.batch_score import load_served_model, score_frame
 
@@ -68,7 +68,6 @@ def systems(settings: Settings, record: dict[str, object], matrix_row: list[floa
             "/score",
             score_body,
             target="credit-risk:latest",
-            env=(("CREDIT_RISK_CHALLENGER_TAG", ""),),
         ),
         System(
             "project, in-process runner, 2 API workers",
@@ -78,7 +77,6 @@ def systems(settings: Settings, record: dict[str, object], matrix_row: list[floa
             env=(
                 ("CREDIT_RISK_RUNNER_MODE", "inprocess"),
                 ("CREDIT_RISK_API_WORKERS", "2"),
-                ("CREDIT_RISK_CHALLENGER_TAG", ""),
             ),
         ),
         System(
@@ -130,7 +128,10 @@ def measure(system: System, folder: Path, with_capacity: bool) -> tuple[BurstRes
         system.target,
         folder / f"{abs(hash(system.name))}.log",
         # the venv's bin on PATH: `mlflow models serve` starts `uvicorn` by name
-        dict(os.environ) | {"PATH": f"{BIN}:{os.environ['PATH']}"} | dict(system.env),
+        dict(os.environ)
+        | {"PATH": f"{BIN}:{os.environ['PATH']}"}
+        | NO_CHALLENGER
+        | dict(system.env),
         cwd=REPO_ROOT,
         command=system.command,
         ready_path=system.ready_path,

@@ -17,9 +17,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
-import bentoml
 import numpy as np
 import torch
 
@@ -30,7 +28,7 @@ from credit_risk.features import raw_columns_from_records
 from credit_risk.monitoring import ServingMonitor
 from credit_risk.pipeline import raw_to_matrix
 from loadtests.traffic import application_pool
-from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
+from runners.batch_score import load_served_model
 
 
 def per_call_us(step: Callable[[], object], repeat: int) -> float:
@@ -42,10 +40,7 @@ def per_call_us(step: Callable[[], object], repeat: int) -> float:
 
 
 def bench(rows: int, repeat: int, settings: Settings) -> list[tuple[str, float]]:
-    stored = bentoml.models.get(settings.served_model_tag())
-    model = LoadedModel.from_mlflow_dir(
-        str(stored.tag), Path(stored.path_of(MLFLOW_MODEL_FOLDER)), torch.device("cpu")
-    )
+    model = load_served_model(settings.model_copy(update={"runner_device": "cpu"}))
     params = model.bundle.feature_params
     body = json.dumps({"applications": list(application_pool()[:rows])}).encode()
     applications = ScoreRequest.model_validate_json(body).applications

@@ -22,9 +22,7 @@ from pathlib import Path
 
 from credit_risk.config import REPO_ROOT
 from loadtests.burst import BurstResult, burst
-from loadtests.server import Server
-
-NO_CHALLENGER = {"CREDIT_RISK_CHALLENGER_TAG": ""}  # isolate what a scenario measures
+from loadtests.server import NO_CHALLENGER, Server
 
 SCENARIOS: dict[str, dict[str, dict[str, str]]] = {
     "renewal": {

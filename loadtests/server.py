@@ -13,6 +13,8 @@ from pathlib import Path
 import requests
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
+# Load tools measure the champion alone unless a scenario is about the shadow challenger.
+NO_CHALLENGER = {"CREDIT_RISK_CHALLENGER_TAG": ""}
 
 
 def free_port() -> int:

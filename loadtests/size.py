@@ -35,7 +35,7 @@ from credit_risk.pipeline import records_to_matrix
 from loadtests.burst import burst
 from loadtests.locust_run import run_locust
 from loadtests.openloop import open_loop
-from loadtests.server import Server
+from loadtests.server import NO_CHALLENGER, Server
 from loadtests.traffic import application_pool
 from runners.batch_score import load_served_model
 
@@ -124,7 +124,7 @@ def ramp(server: Server, path: str, body: bytes, grid: dict[str, Any], measured:
 def measure_configuration(config: dict[str, Any], grid: dict[str, Any], folder: Path) -> Measured:
     measured = Measured(config["name"], config["instance"], dict(config["env"]))
     body = json.dumps({"applications": [application_pool()[0]]}).encode()
-    env = dict(os.environ) | measured.env | {"CREDIT_RISK_CHALLENGER_TAG": ""}
+    env = dict(os.environ) | measured.env | NO_CHALLENGER
     with Server("credit-risk:latest", folder / "serve.log", env) as server:
         ramp(server, "/score", body, grid, measured)
     return measured
@@ -136,7 +136,7 @@ def measure_runner_alone(grid: dict[str, Any], folder: Path, settings: Settings)
     row = records_to_matrix([application_pool()[0]], model.bundle.feature_params).tolist()
     measured = Measured("runner alone (pre-built matrices)", "cpu-2", {})
     bento = Path(bentoml.bentos.get("credit-risk:latest").path) / "src"
-    env = dict(os.environ) | {"CREDIT_RISK_CHALLENGER_TAG": ""}
+    env = dict(os.environ) | NO_CHALLENGER
     with Server(
         "runners.model_runner:ModelRunner", folder / "runner.log", env, cwd=bento
     ) as runner:
@@ -344,7 +344,7 @@ def verify(grid: dict[str, Any], folder: Path) -> None:
 
 def locust_below_capacity(config: dict[str, Any], rate: float) -> str:
     """The Locust scenario (realistic rows, 5% bad input) paced to ``rate``: expect 0 failures."""
-    env = dict(os.environ) | config["env"] | {"CREDIT_RISK_CHALLENGER_TAG": ""}
+    env = dict(os.environ) | config["env"] | NO_CHALLENGER
     with (
         tempfile.TemporaryDirectory() as folder,
         Server("credit-risk:latest", Path(folder) / "s.log", env) as server,

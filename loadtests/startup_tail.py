@@ -17,7 +17,7 @@ from pathlib import Path
 
 from loadtests.burst import burst
 from loadtests.openloop import open_loop
-from loadtests.server import Server
+from loadtests.server import NO_CHALLENGER, Server
 from loadtests.traffic import application_pool
 
 STEPS = (60, 100, 100, 150)
@@ -29,12 +29,15 @@ def main() -> None:
     print("| variant | offered req/s | p99 ms | max ms |\n|---|---|---|---|")
     for name, freeze in VARIANTS.items():
         with tempfile.TemporaryDirectory() as folder:
-            env = dict(os.environ) | {
-                "CREDIT_RISK_RUNNER_MODE": "inprocess",
-                "CREDIT_RISK_CHALLENGER_TAG": "",
-                "CREDIT_RISK_GC_FREEZE_AT_STARTUP": freeze,
-                "CREDIT_RISK_PREDICTION_LOG_URL": f"sqlite:///{folder}/log.db",
-            }
+            env = (
+                dict(os.environ)
+                | NO_CHALLENGER
+                | {
+                    "CREDIT_RISK_RUNNER_MODE": "inprocess",
+                    "CREDIT_RISK_GC_FREEZE_AT_STARTUP": freeze,
+                    "CREDIT_RISK_PREDICTION_LOG_URL": f"sqlite:///{folder}/log.db",
+                }
+            )
             with Server("credit-risk:latest", Path(folder) / "serve.log", env) as server:
                 url = f"{server.url}/score"
                 burst(url, body, 8, 25)

@@ -22,7 +22,7 @@ from credit_risk.config import DecisionThresholds, Settings
 from credit_risk.contract import Application
 from credit_risk.decision import decide
 from credit_risk.records import records_from_frame
-from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
+from runners.loaded_model import LoadedModel
 from runners.torch_core import select_device
 
 CHUNK_ROWS = 8192
@@ -97,10 +97,7 @@ def score_frame(
 
 def load_served_model(settings: Settings) -> LoadedModel:
     stored = bentoml.models.get(settings.served_model_tag())
-    folder = Path(stored.path_of(MLFLOW_MODEL_FOLDER))
-    return LoadedModel.from_mlflow_dir(
-        str(stored.tag), folder, select_device(settings.runner_device)
-    )
+    return LoadedModel.from_bento_model(stored, select_device(settings.runner_device))
 
 
 def score_file(source: Path, output: Path, rejects_path: Path, settings: Settings) -> BatchSummary:

@@ -6,7 +6,6 @@ The runner service wraps it in BentoML APIs with adaptive batching; with
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import bentoml
@@ -15,11 +14,7 @@ import torch
 
 from credit_risk.matrix import check_matrix
 from credit_risk.metrics import RUNNER_BATCH_ROWS
-from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
-
-
-def load(ref: bentoml.Model, device: torch.device) -> LoadedModel:
-    return LoadedModel.from_mlflow_dir(str(ref.tag), Path(ref.path_of(MLFLOW_MODEL_FOLDER)), device)
+from runners.loaded_model import LoadedModel
 
 
 class RunnerCore:
@@ -31,6 +26,7 @@ class RunnerCore:
     def from_refs(
         cls, champion: bentoml.Model, challenger: bentoml.Model | None, device: torch.device
     ) -> RunnerCore:
+        load = LoadedModel.from_bento_model
         return cls(load(champion, device), load(challenger, device) if challenger else None)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -14,6 +15,19 @@ from credit_risk.pipeline import records_to_matrix
 from runners.torch_core import TorchScorer
 
 MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model keeps the MLflow model
+
+
+class StoredModel(Protocol):
+    """What is used of a ``bentoml.Model`` (kept structural so torch-only code needs no bentoml)."""
+
+    tag: Any
+
+    def path_of(self, item: str) -> str: ...
+
+
+def mlflow_folder(model: StoredModel) -> Path:
+    """The MLflow model folder inside a BentoML model imported by promotion."""
+    return Path(model.path_of(MLFLOW_MODEL_FOLDER))
 
 
 @dataclass(frozen=True)
@@ -27,6 +41,10 @@ class LoadedModel:
         bundle = read_bundle(folder)
         width = len(bundle.feature_params.feature_names)
         return cls(tag, bundle, TorchScorer.from_model_dir(folder, device, width))
+
+    @classmethod
+    def from_bento_model(cls, model: StoredModel, device: torch.device) -> LoadedModel:
+        return cls.from_mlflow_dir(str(model.tag), mlflow_folder(model), device)
 
     def score_records(self, records: list[dict[str, object]]) -> np.ndarray:
         """Contract records to probabilities through the one shared feature pipeline."""

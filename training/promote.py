@@ -18,7 +18,6 @@ import logging
 import sys
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Literal
 
 import bentoml
@@ -29,7 +28,7 @@ from mlflow import MlflowClient
 
 from credit_risk.champion import ChampionRecord, Promotion, read_champion, write_champion
 from credit_risk.config import Settings
-from runners.loaded_model import MLFLOW_MODEL_FOLDER, LoadedModel
+from runners.loaded_model import LoadedModel, mlflow_folder
 from training.gates import GateResult, contract_gate, dependency_gate, golden_gate, metric_gate
 from training.registry import Candidate, current_alias, resolve
 
@@ -83,9 +82,7 @@ def import_into_store(candidate: Candidate, settings: Settings) -> tuple[bentoml
 
 
 def load(model: bentoml.Model) -> LoadedModel:
-    return LoadedModel.from_mlflow_dir(
-        str(model.tag), Path(model.path_of(MLFLOW_MODEL_FOLDER)), CPU
-    )
+    return LoadedModel.from_bento_model(model, CPU)
 
 
 def run_gates(
@@ -102,7 +99,7 @@ def run_gates(
         contract_gate(loaded.bundle),
         golden_gate(loaded, champion_model, settings),
         metric_gate(candidate, champion if champion_model else None, settings),
-        dependency_gate(Path(imported.path_of(MLFLOW_MODEL_FOLDER)) / "requirements.txt"),
+        dependency_gate(mlflow_folder(imported) / "requirements.txt"),
     ]
 
 

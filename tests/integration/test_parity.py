@@ -4,7 +4,6 @@ training pipeline's matrix bit for bit and its probabilities within 1e-6."""
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 
 import bentoml
 import numpy as np
@@ -14,7 +13,7 @@ from credit_risk.bundle import read_bundle
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ScoreRequest
 from credit_risk.pipeline import records_to_matrix
 from credit_risk.records import contract_records
-from runners.loaded_model import MLFLOW_MODEL_FOLDER
+from runners.loaded_model import mlflow_folder
 from runners.torch_core import TorchScorer, load_exported_module
 from training.data import load_credit_data, split
 
@@ -38,7 +37,7 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test  # the split training used (seed 42)
     records = contract_records(test_rows)
-    folder = Path(bentoml.models.get(report.bento_model_tag).path_of(MLFLOW_MODEL_FOLDER))
+    folder = mlflow_folder(bentoml.models.get(report.bento_model_tag))
     params = read_bundle(folder).feature_params
 
     training_matrix = records_to_matrix(records, params)  # exactly what train() computed
