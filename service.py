@@ -33,11 +33,12 @@ from credit_risk.metrics import count_rejections
 from credit_risk.monitoring import ServingMonitor
 from credit_risk.pipeline import raw_to_matrix
 from runners.client import predict_with_retry
+from runners.coalesce import Coalescer
 from runners.core import RunnerCore
 from runners.loaded_model import mlflow_folder
 from runners.model_runner import CHALLENGER_TAG, ModelRunner
 from runners.shadow import ShadowBatcher
-from runners.startup import freeze_startup_heap
+from runners.startup import freeze_startup_heap, limit_torch_threads
 from runners.torch_core import select_device
 
 settings = get_settings()
@@ -54,6 +55,7 @@ Applications = Annotated[
     workers=settings.api_workers,
     resources={"cpu": "1"},
     traffic={"timeout": settings.api_timeout_s},  # in-flight bound: RequestGuard below
+    logging=settings.service_logging(),
 )
 class CreditRiskAPI:
     model_ref = bentoml.models.BentoModel(settings.served_model_tag())
@@ -65,6 +67,7 @@ class CreditRiskAPI:
     )
 
     def __init__(self) -> None:
+        limit_torch_threads()
         self.bundle = read_bundle(mlflow_folder(self.model_ref))
         self.local = (
             RunnerCore.from_refs(self.model_ref, self.challenger_ref, select_device("cpu"))
@@ -88,6 +91,11 @@ class CreditRiskAPI:
             if self.challenger_bundle is not None
             else None
         )
+        self.score_champion = Coalescer(
+            self.predict,
+            max_rows=settings.runner_max_batch_size,
+            max_in_flight=settings.api_runner_calls_in_flight if self.local is None else 1,
+        )
         self.background: list[asyncio.Task[None]] = []
         freeze_startup_heap()
 
@@ -97,10 +105,19 @@ class CreditRiskAPI:
         records = [application.model_dump() for application in applications]
         raw = raw_columns_from_records(records)
         matrix = raw_to_matrix(raw, self.bundle.feature_params)
-        probabilities = await self.predict(matrix)
+        probabilities = await self.score_champion(matrix)
+        verdicts = decide(probabilities, raw, settings.decision)
         results = [
-            self.answer(application, probability)
-            for application, probability in zip(applications, probabilities.tolist(), strict=True)
+            ScoreResult(
+                request_id=application.request_id or uuid.uuid4().hex,
+                probability_default=probability,
+                decision=verdict.decision,
+                reasons=list(verdict.reasons),
+                model_tag=self.model_tag,
+            )
+            for application, probability, verdict in zip(
+                applications, probabilities.tolist(), verdicts, strict=True
+            )
         ]
         self.monitor.record_answers(raw, records, results)
         if self.shadow is not None:
@@ -111,18 +128,9 @@ class CreditRiskAPI:
                 self.background.append(asyncio.create_task(self.shadow.run()))
         return ScoreResponse(results=results)
 
-    def answer(self, application: Application, probability: float) -> ScoreResult:
-        verdict = decide(probability, application, settings.decision)
-        return ScoreResult(
-            request_id=application.request_id or uuid.uuid4().hex,
-            probability_default=probability,
-            decision=verdict.decision,
-            reasons=verdict.reasons,
-            model_tag=self.model_tag,
-        )
-
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """The champion's probabilities: in this process, or from the runner with retries."""
+        """The champion's probabilities for one (coalesced) matrix: in this process, or from
+        the runner with retries."""
         if self.local is not None:
             return self.local.predict(matrix)
         # looked up per call: a remote runner's client learns its endpoints on connect

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,7 +98,17 @@ class Settings(BaseSettings):
     # Requests in flight per API worker before /score sheds with 503 + Retry-After.
     api_max_concurrency: int = Field(64, ge=1)
     api_timeout_s: float = Field(15.0, gt=0)
+    # BentoML's per-request access log line. Off by default: at hundreds of requests/s per
+    # worker it costs about a tenth of throughput (make bench), and the prediction log (by
+    # request id) and the Prometheus metrics already record every request.
+    access_log: bool = False
+    # Runner calls in flight per API worker; concurrent requests beyond it share the next call
+    # (runners/coalesce.py). In-process scoring is synchronous, so it always uses one.
+    api_runner_calls_in_flight: int = Field(2, ge=1)
     max_applications_per_request: int = Field(256, ge=1)
+
+    # Torch intra-op threads per worker process (runners/startup.py says why 1).
+    torch_threads: int = Field(1, ge=1)
 
     # Freeze the import-time heap out of the GC at the end of start-up (runners/startup.py);
     # off only to measure what it prevents (python -m loadtests.startup_tail).
@@ -135,6 +145,10 @@ class Settings(BaseSettings):
                 "(python -m training.promote) or set CREDIT_RISK_MODEL_TAG"
             )
         return champion.bento_model_tag
+
+    def service_logging(self) -> dict[str, Any]:
+        """The ``logging`` block of every ``@bentoml.service`` here."""
+        return {"access": {"enabled": self.access_log}}
 
     def challenger_model_tag(self) -> str | None:
         """The explicit challenger tag (empty turns a recorded one off), else the one promotion

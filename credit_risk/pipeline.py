@@ -8,18 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from credit_risk.features import (
-    FeatureParams,
-    RawColumns,
-    build_features,
-    raw_columns_from_records,
-)
+from credit_risk.features import FeatureParams, RawColumns, raw_columns_from_records
 from credit_risk.matrix import to_matrix
 
 
 def raw_to_matrix(raw: RawColumns, params: FeatureParams) -> np.ndarray:
     """Raw contract columns to the float32 matrix the model was trained on."""
-    return to_matrix(build_features(raw, params), params.feature_names)
+    return to_matrix(params.plan.block(raw), params.feature_names)
 
 
 def records_to_matrix(records: Sequence[Mapping[str, Any]], params: FeatureParams) -> np.ndarray:

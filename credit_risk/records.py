@@ -1,8 +1,9 @@
 """Tabular rows (a data frame from the data set, a CSV or Parquet file) to contract records.
 
 Files have no JSON types, so a cell that reads as a number becomes one (an integral value an
-``int``), an empty cell becomes ``None``, and anything else is left as it is for the contract to
-refuse with a reason. Training and batch scoring both go through here.
+``int``), categories and request ids are text, an empty cell becomes ``None``, and anything
+else is left as it is for the contract to refuse with a reason. Training and batch scoring
+both go through here.
 """
 
 from __future__ import annotations
@@ -17,10 +18,13 @@ from credit_risk.contract import CATEGORICAL_FIELDS, CONTRACT_FIELDS
 Record = dict[str, Any]
 
 
+TEXT_FIELDS = frozenset({*CATEGORICAL_FIELDS, "request_id"})
+
+
 def _cell(field: str, value: Any) -> Any:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return None
-    if field in CATEGORICAL_FIELDS:
+    if field in TEXT_FIELDS:  # an id column of numbers is still ids: 17 means "17"
         return str(value)
     if isinstance(value, str):
         try:

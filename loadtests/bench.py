@@ -143,7 +143,7 @@ def measure(system: System, folder: Path, with_capacity: bool) -> tuple[BurstRes
         capacity = None
         if with_capacity:
             capacity, _ = capacity_at_slo(
-                lambda rate: open_loop(url, system.body, rate, STEP_S),
+                lambda rate, seed: open_loop(url, system.body, rate, STEP_S, seed),
                 SLO_P99_MS,
                 start_rate=50,
                 factor=1.25,

@@ -69,13 +69,7 @@ def bench(rows: int, repeat: int, settings: Settings) -> list[tuple[str, float]]
             ),
             ("features + matrix", lambda: raw_to_matrix(raw, params)),
             ("torch core (model)", lambda: model.scorer.predict(matrix)),
-            (
-                "decisions",
-                lambda: [
-                    decide(p, a, settings.decision)
-                    for p, a in zip(probabilities, applications, strict=True)
-                ],
-            ),
+            ("decisions", lambda: decide(np.asarray(probabilities), raw, settings.decision)),
             ("monitoring record", lambda: monitor.record_answers(raw, records, results)),
         ]
         timings = [(name, per_call_us(step, repeat)) for name, step in steps]

@@ -7,14 +7,21 @@ from typing import Any
 
 import bentoml
 
+from credit_risk.config import get_settings
+
 CONSTANT = {"results": [{"probability_default": 0.5, "decision": "review"}]}
 CONSTANT_BYTES = b'{"results":[{"probability_default":0.5,"decision":"review"}]}'
 
 
-@bentoml.service(name="trivial_floor", workers=2, resources={"cpu": "1"})
+@bentoml.service(
+    name="trivial_floor",
+    workers=2,
+    resources={"cpu": "1"},
+    logging=get_settings().service_logging(),
+)
 class TrivialBento:
     """BentoML's own floor: an async endpoint with the same body shape, no work; two workers,
-    the same two processes the project uses."""
+    the same two processes, and the same logging configuration as the project's API."""
 
     @bentoml.api(route="/score")
     async def score(self, applications: list[dict[str, Any]]) -> dict[str, Any]:

@@ -32,14 +32,16 @@ import yaml
 
 from credit_risk.config import REPO_ROOT, Settings
 from credit_risk.pipeline import records_to_matrix
+from loadtests import device_sizing
 from loadtests.burst import burst
 from loadtests.locust_run import run_locust
-from loadtests.openloop import open_loop
+from loadtests.openloop import confirmed, open_loop
 from loadtests.server import NO_CHALLENGER, Server
 from loadtests.traffic import application_pool
 from runners.batch_score import load_served_model
 
 REPORTS = REPO_ROOT / "loadtests" / "reports"
+RESULTS = REPO_ROOT / "loadtests" / "results"
 ERROR_BUDGET = 0.001
 WARM_UP_S = 8.0
 
@@ -55,6 +57,10 @@ class Step:
     requests: int
     server_cpu_percent: float
     server_rss_mb: float
+    error_kinds: dict[str, int] = field(default_factory=dict)  # status or exception: count
+
+    def held(self, slo_p99_ms: float) -> bool:
+        return self.p99_ms <= slo_p99_ms and self.errors <= ERROR_BUDGET * self.requests
 
 
 @dataclass
@@ -65,13 +71,13 @@ class Measured:
     steps: list[Step] = field(default_factory=list)
 
     def capacity(self, slo_p99_ms: float) -> float:
-        """The highest offered rate whose p99 and error rate held; steps are in rising order."""
-        held = 0.0
-        for step in self.steps:
-            if step.p99_ms > slo_p99_ms or step.errors > ERROR_BUDGET * step.requests:
-                break
-            held = step.offered_rps
-        return held
+        """The highest offered rate that held, below the lowest rate that broke (the ramp and
+        its refinement steps may come in any order)."""
+        broke = min((s.offered_rps for s in self.steps if not s.held(slo_p99_ms)), default=math.inf)
+        return max(
+            (s.offered_rps for s in self.steps if s.held(slo_p99_ms) and s.offered_rps < broke),
+            default=0.0,
+        )
 
 
 def tree_usage(process: psutil.Process) -> tuple[float, float]:
@@ -88,37 +94,59 @@ def tree_usage(process: psutil.Process) -> tuple[float, float]:
     return cpu, rss
 
 
-def ramp(server: Server, path: str, body: bytes, grid: dict[str, Any], measured: Measured) -> None:
+def run_step(
+    server: Server, url: str, body: bytes, rate: float, seconds: float, tightest_slo: float
+) -> Step:
+    """One open-loop step at ``rate`` (confirmed if it breaks the tightest SLO), with the
+    server's CPU and memory over it."""
     process = psutil.Process(server.process.pid)
+    cpu_before, _ = tree_usage(process)
+    result = confirmed(
+        lambda seed: open_loop(url, body, rate, seconds, seed), tightest_slo, ERROR_BUDGET
+    )
+    cpu_after, rss = tree_usage(process)
+    requests = sum(result.outcomes.values())
+    return Step(
+        offered_rps=round(rate, 1),
+        achieved_rps=round(requests / result.elapsed_s, 1),
+        p50_ms=round(result.percentile_ms(50), 1),
+        p95_ms=round(result.percentile_ms(95), 1),
+        p99_ms=round(result.percentile_ms(99), 1),
+        errors=requests - result.outcomes.get("200", 0),
+        requests=requests,
+        server_cpu_percent=round((cpu_after - cpu_before) / result.elapsed_s * 100, 1),
+        server_rss_mb=round(rss, 1),
+        error_kinds={kind: n for kind, n in result.outcomes.items() if kind != "200"},
+    )
+
+
+def ramp(server: Server, path: str, body: bytes, grid: dict[str, Any], measured: Measured) -> None:
+    """Geometric steps until the loosest SLO breaks, then bisect each SLO's knee: a coarse
+    ramp alone under-reports capacity by up to one growth factor."""
     url = f"{server.url}{path}"
     burst(url, body, 8, 25)  # warm the batcher's latency model; not counted
     open_loop(url, body, grid["start_rps"], WARM_UP_S)  # first-use paths; not counted
-    rate = grid["start_rps"]
-    while rate <= grid["max_rps"]:
-        cpu_before, _ = tree_usage(process)
-        result = open_loop(url, body, rate, grid["step_seconds"])
-        cpu_after, rss = tree_usage(process)
-        requests = sum(result.outcomes.values())
-        step = Step(
-            offered_rps=round(rate, 1),
-            achieved_rps=round(requests / result.elapsed_s, 1),
-            p50_ms=round(result.percentile_ms(50), 1),
-            p95_ms=round(result.percentile_ms(95), 1),
-            p99_ms=round(result.percentile_ms(99), 1),
-            errors=requests - result.outcomes.get("200", 0),
-            requests=requests,
-            server_cpu_percent=round((cpu_after - cpu_before) / result.elapsed_s * 100, 1),
-            server_rss_mb=round(rss, 1),
-        )
-        measured.steps.append(step)
+
+    def step(rate: float) -> Step:
+        done = run_step(server, url, body, rate, grid["step_seconds"], min(grid["slos_p99_ms"]))
+        measured.steps.append(done)
         print(
-            f"  {measured.name}: {step.offered_rps} req/s -> p99 {step.p99_ms} ms, "
-            f"errors {step.errors}, cpu {step.server_cpu_percent}%",
+            f"  {measured.name}: {done.offered_rps} req/s -> p99 {done.p99_ms} ms, "
+            f"errors {done.errors} {done.error_kinds or ''}, cpu {done.server_cpu_percent}%",
             flush=True,
         )
-        if step.p99_ms > max(grid["slos_p99_ms"]) or step.errors > ERROR_BUDGET * requests:
-            return
+        return done
+
+    rate = grid["start_rps"]
+    while rate <= grid["max_rps"] and step(rate).held(max(grid["slos_p99_ms"])):
         rate *= grid["growth"]
+    for slo in grid["slos_p99_ms"]:
+        for _ in range(grid.get("refine_steps", 0)):
+            held = measured.capacity(slo)
+            broke = min((s.offered_rps for s in measured.steps if not s.held(slo)), default=0)
+            if not held or not broke:
+                break
+            step(math.sqrt(held * broke))
 
 
 def measure_configuration(config: dict[str, Any], grid: dict[str, Any], folder: Path) -> Measured:
@@ -254,6 +282,7 @@ def write_report(
     settings = Settings()
     model_tag = settings.served_model_tag()
     slos = grid["slos_p99_ms"]
+    sweeps = device_sizing.load_sweeps(RESULTS)
     lines = [
         f"# Sizing report ({time.strftime('%Y-%m-%d %H:%M', time.gmtime())} UTC, "
         f"model {model_tag})",
@@ -261,7 +290,8 @@ def write_report(
         f"Measured on {platform.machine()}, {os.cpu_count()} cores, load generator co-located "
         "(capacities are lower bounds). Open-loop Poisson arrivals, "
         f"{grid['step_seconds']} s per step, one application per request; error budget "
-        f"{ERROR_BUDGET:.1%}. No GPU was available, so only CPU configurations are measured.",
+        f"{ERROR_BUDGET:.1%}. The served configurations are CPU only (no GPU here); the runner "
+        "stage on a GPU is in its own section below.",
         "",
         "| configuration | "
         + " | ".join(f"capacity @p99<={s:.0f} ms (req/s)" for s in slos)
@@ -304,6 +334,15 @@ def write_report(
         "",
         "![latency](latency.png) ![capacity](capacity.png)",
         "",
+        "## Runner stage by device: CPU vs GPU",
+        "",
+        "The torch core alone (no HTTP) under simulated open-loop arrivals with batching, from "
+        "`python -m loadtests.runner_sweep` on a lent GPU machine, CPU and CUDA in one run; "
+        "larger random-weight variants of the network show where a GPU starts to pay.",
+        "",
+        *device_sizing.markdown(sweeps, prices, grid["headroom"]),
+        "![runner by device](runner_devices.png)",
+        "",
         "Every step: " + json.dumps({m.name: [asdict(s) for s in m.steps] for m in measured}),
     ]
     (folder / "report.md").write_text("\n".join(lines) + "\n")
@@ -311,6 +350,7 @@ def write_report(
     values = [deployment_values(option, prices, model_tag) for option in recommendations]
     (folder / "deployment.yaml").write_text(yaml.safe_dump_all(values, sort_keys=False))
     plot(measured, slos, folder)
+    device_sizing.plot(sweeps, prices, folder / "runner_devices.png")
     return recommendations
 
 

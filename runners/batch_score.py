@@ -15,17 +15,21 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import bentoml
+import numpy as np
 import pandas as pd
-from pydantic import ValidationError
 
 from credit_risk.config import DecisionThresholds, Settings
-from credit_risk.contract import Application
-from credit_risk.decision import decide
-from credit_risk.records import records_from_frame
+from credit_risk.decision import VERDICTS, verdict_codes
+from credit_risk.pipeline import raw_to_matrix
+from credit_risk.table_contract import validate_table
 from runners.loaded_model import LoadedModel
 from runners.torch_core import select_device
 
-CHUNK_ROWS = 8192
+CHUNK_ROWS = 8192  # bounds the feature block's memory on large files
+# Output columns as categoricals over the verdict table: no per-row strings are built.
+DECISION_NAMES = list(dict.fromkeys(verdict.decision for verdict in VERDICTS))
+DECISION_OF_VERDICT = np.array([DECISION_NAMES.index(verdict.decision) for verdict in VERDICTS])
+REASONS = ["|".join(verdict.reasons) for verdict in VERDICTS]
 
 
 @dataclass(frozen=True)
@@ -46,53 +50,35 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(path, index=False)
 
 
-def validate_rows(
-    frame: pd.DataFrame,
-) -> tuple[list[int], list[Application], list[dict[str, object]]]:
-    """Row numbers and applications that pass the contract, and one reject line per error."""
-    rows: list[int] = []
-    applications: list[Application] = []
-    rejects: list[dict[str, object]] = []
-    for row, record in enumerate(records_from_frame(frame)):
-        try:
-            applications.append(Application.model_validate(record))
-            rows.append(row)
-        except ValidationError as error:
-            rejects += [
-                {
-                    "row": row,
-                    "field": ".".join(str(part) for part in e["loc"]) or "<row>",
-                    "reason": e["msg"],
-                }
-                for e in error.errors()
-            ]
-    return rows, applications, rejects
-
-
 def score_frame(
     frame: pd.DataFrame, model: LoadedModel, thresholds: DecisionThresholds
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(results, rejects) for one table; results keep the input row number."""
-    rows, applications, rejects = validate_rows(frame)
-    probabilities: list[float] = []
-    for start in range(0, len(applications), CHUNK_ROWS):
-        chunk = applications[start : start + CHUNK_ROWS]
-        scores = model.score_records([a.model_dump() for a in chunk])
-        probabilities += scores.tolist()
-    verdicts = [decide(p, a, thresholds) for p, a in zip(probabilities, applications, strict=True)]
+    table = validate_table(frame)
+    params = model.bundle.feature_params
+    probabilities = np.concatenate(
+        [
+            model.scorer.predict(
+                raw_to_matrix(
+                    {f: c[start : start + CHUNK_ROWS] for f, c in table.raw.items()}, params
+                )
+            )
+            for start in range(0, len(table.rows), CHUNK_ROWS)
+        ]
+        or [np.empty(0, dtype=np.float32)]
+    )
+    codes = verdict_codes(probabilities, table.raw, thresholds)
     results = pd.DataFrame(
         {
-            "row": rows,
-            "request_id": [
-                a.request_id or f"row-{r}" for a, r in zip(applications, rows, strict=True)
-            ],
+            "row": table.rows,
+            "request_id": table.request_ids,  # the caller's, when the file has them
             "probability_default": probabilities,
-            "decision": [v.decision for v in verdicts],
-            "reasons": ["|".join(v.reasons) for v in verdicts],
+            "decision": pd.Categorical.from_codes(DECISION_OF_VERDICT[codes], DECISION_NAMES),
+            "reasons": pd.Categorical.from_codes(codes, REASONS),
             "model_tag": model.tag,
         }
     )
-    return results, pd.DataFrame(rejects, columns=["row", "field", "reason"])
+    return results, pd.DataFrame(table.rejects, columns=["row", "field", "reason"])
 
 
 def load_served_model(settings: Settings) -> LoadedModel:

@@ -12,7 +12,6 @@ import bentoml
 import numpy as np
 import torch
 
-from credit_risk.matrix import check_matrix
 from credit_risk.metrics import RUNNER_BATCH_ROWS
 from runners.loaded_model import LoadedModel
 
@@ -32,14 +31,14 @@ class RunnerCore:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, width) float32 -> (n,) default probabilities."""
         RUNNER_BATCH_ROWS.labels("champion").observe(len(matrix))
-        return self.champion.scorer.predict(check_matrix(matrix, self.champion.scorer.width))
+        return self.champion.predict(matrix)
 
     def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         """The challenger's probabilities for a matrix built with its own features."""
         if self.challenger is None:
             raise LookupError("no challenger is configured")
         RUNNER_BATCH_ROWS.labels("challenger").observe(len(matrix))
-        return self.challenger.scorer.predict(check_matrix(matrix, self.challenger.scorer.width))
+        return self.challenger.predict(matrix)
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from credit_risk.bundle import ModelBundle, read_bundle
+from credit_risk.matrix import to_matrix
 from credit_risk.pipeline import records_to_matrix
 from runners.torch_core import TorchScorer
 
@@ -45,6 +46,11 @@ class LoadedModel:
     @classmethod
     def from_bento_model(cls, model: StoredModel, device: torch.device) -> LoadedModel:
         return cls.from_mlflow_dir(str(model.tag), mlflow_folder(model), device)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """A matrix from elsewhere (the API, over the hop) is checked against this model's
+        columns before it reaches the network."""
+        return self.scorer.predict(to_matrix(matrix, self.bundle.feature_params.feature_names))
 
     def score_records(self, records: list[dict[str, object]]) -> np.ndarray:
         """Contract records to probabilities through the one shared feature pipeline."""

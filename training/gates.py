@@ -14,6 +14,7 @@ from credit_risk.bundle import ModelBundle
 from credit_risk.config import DecisionThresholds, Settings
 from credit_risk.contract import CONTRACT_FIELDS, CONTRACT_VERSION, Application
 from credit_risk.decision import decide
+from credit_risk.features import raw_columns_from_records
 from runners.loaded_model import LoadedModel
 from training.registry import Candidate
 
@@ -41,10 +42,8 @@ def contract_gate(bundle: ModelBundle) -> GateResult:
 def decisions(
     probabilities: np.ndarray, records: list[dict[str, object]], thresholds: DecisionThresholds
 ) -> list[str]:
-    return [
-        decide(float(p), Application.model_validate(r), thresholds).decision
-        for p, r in zip(probabilities, records, strict=True)
-    ]
+    raw = raw_columns_from_records([Application.model_validate(r).model_dump() for r in records])
+    return [verdict.decision for verdict in decide(probabilities, raw, thresholds)]
 
 
 def golden_gate(

@@ -31,7 +31,10 @@ def bento_src(bento_tag) -> Path:
 
 
 def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_path, make_record):
-    env = serving_env(CREDIT_RISK_PREDICTION_LOG_URL=f"sqlite:///{tmp_path / 'log.db'}")
+    env = serving_env(
+        CREDIT_RISK_PREDICTION_LOG_URL=f"sqlite:///{tmp_path / 'log.db'}",
+        CREDIT_RISK_ACCESS_LOG="true",  # the runner's access log shows who scored
+    )
     body = {"applications": [make_record(), make_record(income=None, home=None)]}
     expected = requests.post(f"{server.url}/score", json=body, timeout=10).json()["results"]
 

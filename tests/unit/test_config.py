@@ -35,3 +35,11 @@ def test_tracking_uri_defaults_to_local_sqlite_and_env_overrides(monkeypatch):
     assert Settings().mlflow_tracking_uri == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
     assert Settings().mlflow_tracking_uri == "http://mlflow.internal:5000"
+
+
+def test_access_log_is_off_unless_asked_for(monkeypatch):
+    from credit_risk.config import Settings
+
+    assert Settings().service_logging() == {"access": {"enabled": False}}
+    monkeypatch.setenv("CREDIT_RISK_ACCESS_LOG", "true")
+    assert Settings().service_logging() == {"access": {"enabled": True}}

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from pydantic import ValidationError
 
 from credit_risk.config import DecisionThresholds
 from credit_risk.contract import Application
-from credit_risk.decision import decide
+from credit_risk.decision import VERDICTS, decide
+from credit_risk.features import raw_columns_from_records
 
 THRESHOLDS = DecisionThresholds(approve_below=0.2, decline_at_or_above=0.6)
+
+
+def decide_one(probability, record, thresholds=THRESHOLDS):
+    raw = raw_columns_from_records([Application.model_validate(record).model_dump()])
+    return decide(np.array([probability]), raw, thresholds)[0]
 
 
 @pytest.mark.parametrize(
@@ -24,10 +31,7 @@ THRESHOLDS = DecisionThresholds(approve_below=0.2, decline_at_or_above=0.6)
     ],
 )
 def test_thresholds_split_the_probability_range(make_record, probability, decision):
-    assert (
-        decide(probability, Application.model_validate(make_record()), THRESHOLDS).decision
-        == decision
-    )
+    assert decide_one(probability, make_record()).decision == decision
 
 
 @pytest.mark.parametrize(
@@ -39,14 +43,14 @@ def test_thresholds_split_the_probability_range(make_record, probability, decisi
     ],
 )
 def test_policy_flags_turn_an_approval_into_review(make_record, overrides, flag):
-    verdict = decide(0.05, Application.model_validate(make_record(**overrides)), THRESHOLDS)
+    verdict = decide_one(0.05, make_record(**overrides))
     assert verdict.decision == "review"
     assert flag in verdict.reasons
 
 
 def test_policy_flags_do_not_soften_a_decline(make_record):
-    verdict = decide(0.9, Application.model_validate(make_record(records="yes")), THRESHOLDS)
-    assert (verdict.decision, verdict.reasons) == ("decline", ["HIGH_DEFAULT_RISK"])
+    verdict = decide_one(0.9, make_record(records="yes"))
+    assert (verdict.decision, verdict.reasons) == ("decline", ("HIGH_DEFAULT_RISK",))
 
 
 def test_thresholds_are_configurable_from_environment(monkeypatch, make_record):
@@ -55,9 +59,31 @@ def test_thresholds_are_configurable_from_environment(monkeypatch, make_record):
     from credit_risk.config import Settings
 
     thresholds = Settings().decision
-    assert decide(0.4, Application.model_validate(make_record()), thresholds).decision == "approve"
+    assert decide_one(0.4, make_record(), thresholds).decision == "approve"
 
 
 def test_inverted_thresholds_are_refused():
     with pytest.raises(ValidationError, match="approve_below"):
         DecisionThresholds(approve_below=0.7, decline_at_or_above=0.3)
+
+
+def test_a_batch_decides_each_row_as_it_would_alone(make_record):
+    records = [
+        make_record(records="yes", income=None),
+        make_record(amount=5000, price=1000),
+        make_record(),
+        make_record(records="yes"),
+    ]
+    probabilities = np.array([0.05, 0.1, 0.3, 0.7])
+    raw = raw_columns_from_records(records)
+    together = decide(probabilities, raw, THRESHOLDS)
+    assert together == [decide_one(p, r) for p, r in zip(probabilities, records, strict=True)]
+    assert together[0].reasons == ("LOW_DEFAULT_RISK", "PRIOR_DEFAULT_RECORDS", "INCOME_NOT_STATED")
+    assert decide(np.empty(0), raw_columns_from_records([]), THRESHOLDS) == []
+
+
+def test_every_verdict_is_distinct_and_only_a_clean_low_score_approves():
+    assert len(set(VERDICTS)) == len(VERDICTS)
+    approvals = [v for v in VERDICTS if v.decision == "approve"]
+    assert approvals == [VERDICTS[2]]
+    assert approvals[0].reasons == ("LOW_DEFAULT_RISK",)

@@ -12,8 +12,8 @@ from credit_risk.features import (
     UNKNOWN_LEVEL,
     FeatureParams,
     build_features,
+    category_codes,
     fit_vocabulary,
-    one_hot,
     raw_columns_from_records,
     safe_ratio,
 )
@@ -76,8 +76,8 @@ def test_known_category_sets_exactly_its_column(make_record, fitted_params):
 def test_rare_levels_fall_into_unknown_bucket():
     values = np.array(["a"] * 12 + ["b"] * 3 + [None], dtype=object)
     assert fit_vocabulary(values, min_count=10) == ["a"]
-    encoded = one_hot(values, ["a"])
-    assert encoded[UNKNOWN_LEVEL].sum() == 4
+    codes = category_codes(values, ["a"])
+    assert codes.tolist() == [0] * 12 + [1] * 4
 
 
 def test_extreme_values_are_clipped_to_training_range(make_record, fitted_params):

@@ -5,68 +5,71 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from credit_risk.matrix import MatrixError, check_matrix, to_matrix
+from credit_risk.matrix import MatrixError, to_matrix
 
 COLUMNS = ["a", "b", "c"]
 
 
-def columns(**overrides):
-    base = {name: np.array([1.0, 2.0]) for name in COLUMNS}
-    return base | overrides
+def block(b=None):
+    base = np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    if b is not None:
+        base[:, 1] = b
+    return base
 
 
-def test_orders_columns_as_trained_and_casts_to_float32():
-    features = {"c": np.array([3.0]), "a": np.array([1.0]), "b": np.array([2], dtype=np.int64)}
-    matrix = to_matrix(features, COLUMNS)
+def test_casts_to_contiguous_float32():
+    matrix = to_matrix(np.asfortranarray(block()), COLUMNS)
     assert matrix.dtype == np.float32
-    np.testing.assert_array_equal(matrix, [[1.0, 2.0, 3.0]])
+    assert matrix.flags.c_contiguous
+    np.testing.assert_array_equal(matrix, block())
+
+
+def test_integer_and_bool_blocks_are_numbers():
+    assert to_matrix(np.ones((2, 3), dtype=np.int64), COLUMNS).dtype == np.float32
+    assert to_matrix(np.ones((2, 3), dtype=bool), COLUMNS).dtype == np.float32
 
 
 @pytest.mark.parametrize(
     ("bad", "reason"),
     [
-        (np.array(["x", "y"], dtype=object), "non-numeric"),
-        (np.array(["1", "2"]), "non-numeric"),
-        (np.array([1.0, np.nan]), "NaN or infinite"),
-        (np.array([np.inf, 1.0]), "NaN or infinite"),
-        (np.array([1e300, 1.0]), "too large for float32"),
-        (np.array([[1.0, 2.0]]), "1-D"),
-        (np.array([1.0, 2.0, 3.0]), "rows"),
+        ([1.0, np.nan], "NaN or infinite"),
+        ([np.inf, 1.0], "NaN or infinite"),
+        ([1e300, 1.0], "too large for float32"),
     ],
 )
-def test_bad_column_raises_typed_error_naming_it(bad, reason):
+def test_non_finite_value_raises_typed_error_naming_its_column(bad, reason):
     with pytest.raises(MatrixError, match=reason) as caught:
-        to_matrix(columns(b=bad), COLUMNS)
+        to_matrix(block(b=bad), COLUMNS)
     assert caught.value.column == "b"
 
 
-def test_missing_column_is_named():
-    features = columns()
-    del features["c"]
+def test_non_numeric_block_is_refused():
+    with pytest.raises(MatrixError, match="non-numeric"):
+        to_matrix(np.array([["x", "y", "z"]], dtype=object), COLUMNS)
+
+
+def test_narrow_block_names_the_first_missing_column():
     with pytest.raises(MatrixError) as caught:
-        to_matrix(features, COLUMNS)
+        to_matrix(block()[:, :2], COLUMNS)
     assert (caught.value.column, caught.value.reason) == ("c", "missing")
 
 
-def test_extra_column_means_wrong_width():
+def test_wide_block_means_an_untrained_column():
     with pytest.raises(MatrixError, match="not a trained column") as caught:
-        to_matrix(columns(d=np.array([0.0, 0.0])), COLUMNS)
-    assert caught.value.column == "d"
+        to_matrix(np.ones((2, 4)), COLUMNS)
+    assert caught.value.column == "#3"
+
+
+@pytest.mark.parametrize("shape", [(3,), (1, 2, 3)])
+def test_block_must_be_two_dimensional(shape):
+    with pytest.raises(MatrixError, match="2-D"):
+        to_matrix(np.ones(shape), COLUMNS)
+
+
+def test_empty_block_keeps_its_width():
+    assert to_matrix(np.empty((0, 3)), COLUMNS).shape == (0, 3)
 
 
 def test_matrix_error_is_not_a_numpy_error():
     assert issubclass(MatrixError, ValueError)
     assert not issubclass(MatrixError, FloatingPointError)
-
-
-def test_check_matrix_accepts_the_right_width_and_refuses_others():
-    good = np.ones((4, 3), dtype=np.float64)
-    assert check_matrix(good, 3).dtype == np.float32
-    with pytest.raises(MatrixError, match="expected shape"):
-        check_matrix(np.ones((4, 2)), 3)
-    with pytest.raises(MatrixError, match="expected shape"):
-        check_matrix(np.ones(3), 3)
-    bad = good.copy()
-    bad[2, 1] = np.nan
-    with pytest.raises(MatrixError, match="#1"):
-        check_matrix(bad, 3)

@@ -13,6 +13,7 @@ from strategies import invalid_records, valid_records
 from credit_risk.config import DecisionThresholds
 from credit_risk.contract import Application, ScoreRequest
 from credit_risk.decision import decide
+from credit_risk.features import raw_columns_from_records
 from credit_risk.pipeline import records_to_matrix
 
 FIXTURES_OK = settings(
@@ -53,6 +54,7 @@ def test_invalid_applications_are_refused_naming_the_field(make_record, case):
 
 @given(probability=st.floats(0, 1), record=valid_records())
 def test_every_probability_maps_to_exactly_one_decision(probability, record):
-    verdict = decide(probability, Application.model_validate(record), DecisionThresholds())
+    raw = raw_columns_from_records([Application.model_validate(record).model_dump()])
+    (verdict,) = decide(np.array([probability]), raw, DecisionThresholds())
     assert verdict.decision in {"approve", "review", "decline"}
     assert verdict.reasons

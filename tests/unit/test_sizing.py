@@ -25,6 +25,15 @@ def test_capacity_is_the_last_step_within_slo_and_error_budget():
     assert failing.capacity(100) == 50
 
 
+def test_refinement_steps_after_the_ramp_narrow_the_knee():
+    coarse = [(100, 40, 0), (135, 60, 0), (182, 400, 0)]
+    refined = ramp("r", {}, [*coarse, (157, 80, 0), (169, 130, 0)])
+    assert refined.capacity(100) == 157
+    assert refined.capacity(250) == 169
+    noisy = ramp("n", {}, [*coarse, (157, 120, 0)])  # broke below a rate that held earlier
+    assert noisy.capacity(100) == 135
+
+
 def test_recommendation_takes_the_cheapest_plan_that_carries_the_load():
     slow = ramp("remote", {"CREDIT_RISK_RUNNER_MODE": "remote"}, [(100, 50, 0), (200, 500, 0)])
     fast = ramp("inprocess", {"CREDIT_RISK_RUNNER_MODE": "inprocess"}, [(100, 20, 0), (400, 80, 0)])
