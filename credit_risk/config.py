@@ -116,7 +116,9 @@ class Settings(BaseSettings):
 
     # Monitoring. Off only to measure its own cost side by side (loadtests/compare.py).
     monitoring_enabled: bool = True
-    prediction_log_url: str = "sqlite:///predictions.db"
+    # Absolute, so the server (whose working directory is the Bento's own folder in the store)
+    # and the outcomes join run from the repository read and write the same log.
+    prediction_log_url: str = f"sqlite:///{Path.home() / '.credit-risk' / 'predictions.db'}"
     prediction_log_batch_rows: int = Field(500, ge=1)
     prediction_log_flush_s: float = Field(1.0, gt=0)
     drift_window: int = Field(5000, ge=10)

@@ -1,6 +1,6 @@
 """Join observed outcomes to the prediction log and report how the live model really does.
 
-    python -m credit_risk.outcomes outcomes.csv [--log-url sqlite:///predictions.db]
+    python -m credit_risk.outcomes outcomes.csv [--log-url URL]   # default: the service's log
                                    [--period 1D] [--out-dir loadtests/reports/outcomes]
 
 ``outcomes.csv`` has ``request_id`` and ``label`` (1 = defaulted), optionally ``observed_at``.

@@ -14,6 +14,7 @@ import queue
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -41,6 +42,10 @@ class PredictionLog:
     """Batched, asynchronous inserts into the ``predictions`` table."""
 
     def __init__(self, url: str, batch_rows: int = 500, flush_interval_s: float = 1.0) -> None:
+        location = sa.engine.make_url(url)
+        on_disk = location.database not in (None, "", ":memory:")
+        if location.get_backend_name() == "sqlite" and on_disk:  # SQLite makes no folders
+            Path(location.database).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url)
         METADATA.create_all(self.engine)
         self.batch_rows = batch_rows

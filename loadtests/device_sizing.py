@@ -123,7 +123,7 @@ def plot(sweeps: list[dict[str, Any]], prices: dict[str, Any], path: Path) -> No
     axis.set(
         xscale="log",
         xlabel="rows/s per runner replica (log)",
-        title=f"Runner stage capacity at p99 <= {slo:.0f} ms ({sweeps[-1]['machine']})",
+        title=f"Runner stage capacity at p99 <= {slo:.0f} ms\n{sweeps[-1]['machine']}",
     )
     figure.tight_layout()
     figure.savefig(path, dpi=110)

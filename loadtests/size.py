@@ -330,7 +330,7 @@ def write_report(
         "",
         f"Runner alone (pre-built one-row matrices): {runner.capacity(max(slos)):.0f} req/s at "
         f"p99 <= {max(slos):.0f} ms. The API stage alone is the in-process configuration "
-        "(the model is ~17% of its CPU per request; see `python -m loadtests.bench_hot_path`).",
+        "(its CPU per request by step: `python -m loadtests.bench_hot_path`).",
         "",
         "![latency](latency.png) ![capacity](capacity.png)",
         "",

@@ -70,3 +70,18 @@ def test_champion_and_challenger_rows_share_one_batch(tmp_path):
     log.close()
     assert len(read_predictions(url)) == 2
     assert read_predictions(url, role="challenger")[0]["decision"] is None
+
+
+def test_a_sqlite_log_creates_its_folder(tmp_path):
+    url = f"sqlite:///{tmp_path / 'new' / 'folder' / 'log.db'}"
+    log = PredictionLog(url)
+    log.write([row("r1")])
+    log.close()
+    assert [r["request_id"] for r in read_predictions(url)] == ["r1"]
+
+
+def test_the_default_log_is_an_absolute_path():
+    from credit_risk.config import Settings
+
+    default = Settings.model_fields["prediction_log_url"].default
+    assert default.startswith("sqlite:////")  # same file whatever the working directory
