@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import csv
+import json
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 from credit_risk.config import REPO_ROOT
@@ -15,7 +17,8 @@ LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 
 
 def run_locust(host: str, users: int, seconds: int, *options: str) -> dict[str, dict[str, str]]:
-    """Locust's CSV stats rows by name ("Aggregated" included); raises if Locust failed to run."""
+    """Locust's CSV stats rows by name ("Aggregated" included, with the process's exit code and
+    its failures by message as ``failure_kinds``); raises if Locust failed to run."""
     with tempfile.TemporaryDirectory() as folder:
         completed = subprocess.run(
             [
@@ -47,5 +50,10 @@ def run_locust(host: str, users: int, seconds: int, *options: str) -> dict[str, 
             raise RuntimeError(f"locust did not run:\n{completed.stderr[-3000:]}")
         with stats.open() as handle:
             rows = {row["Name"]: row for row in csv.DictReader(handle)}
+        with (Path(folder) / "locust_failures.csv").open() as handle:
+            failures = Counter()
+            for row in csv.DictReader(handle):
+                failures[row["Error"]] += int(row["Occurrences"])
     rows["Aggregated"]["exit_code"] = str(completed.returncode)
+    rows["Aggregated"]["failure_kinds"] = json.dumps(failures)
     return rows

@@ -4,15 +4,20 @@
 
 A good request must answer 200 with one result per application; a bad one must answer 4xx
 (anything else, a 5xx included, is a failure). ``--bad-share``, ``--batch-size`` and
-``--rate`` (a fixed total request rate, e.g. below a measured capacity) tune it.
+``--rate`` tune it. With ``--rate`` the users together are an open-loop Poisson source: each
+user follows its own Poisson schedule of ``rate / users`` requests/s, fixed in advance and not
+moved by response times (a slow answer makes the user late, and it catches up at once), and
+independent Poisson sources add up to one at the total rate. Give it enough users that each is
+rarely busy (``loadtests/size.py`` uses one per 4 req/s).
 """
 
 from __future__ import annotations
 
 import random
-from functools import partial
+import time
 
-from locust import FastHttpUser, constant_throughput, events, task
+import gevent
+from locust import FastHttpUser, events, task
 from locust.argument_parser import LocustArgumentParser
 
 from loadtests.traffic import application_pool, bad_body, good_body
@@ -25,7 +30,7 @@ def _options(parser: LocustArgumentParser) -> None:
     parser.add_argument("--bad-share", type=float, default=0.05, help="share of bad requests")
     parser.add_argument("--batch-size", type=int, default=1, help="applications per request")
     parser.add_argument(
-        "--rate", type=float, default=0, help="total requests/s to pace all users to (0: no wait)"
+        "--rate", type=float, default=0, help="total Poisson arrivals/s over all users (0: no wait)"
     )
 
 
@@ -42,8 +47,18 @@ class CreditApplicant(FastHttpUser):
         options = self.environment.parsed_options
         self.bad_share = options.bad_share if options else 0.05
         self.batch_size = options.batch_size if options else 1
-        if options and options.rate:  # pace each user so all of them together offer `rate`
-            self.wait_time = partial(constant_throughput(options.rate / options.num_users), self)
+        if options and options.rate:
+            self.per_user_rate = options.rate / options.num_users
+            first = time.monotonic() + self.rng.expovariate(self.per_user_rate)
+            self.next_at = first + self.rng.expovariate(self.per_user_rate)
+            self.wait_time = self.poisson_wait
+            gevent.sleep(first - time.monotonic())  # no burst of every user's first request
+
+    def poisson_wait(self) -> float:
+        """Until this user's next scheduled arrival; the schedule ignores response times."""
+        delay = self.next_at - time.monotonic()
+        self.next_at += self.rng.expovariate(self.per_user_rate)
+        return max(0.0, delay)
 
     @task
     def score(self) -> None:

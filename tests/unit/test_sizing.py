@@ -58,3 +58,19 @@ def test_deployment_values_size_each_stage():
     assert values["api"]["requests"]["cpu"] == values["runner"]["requests"]["cpu"] == "1"
     inprocess = remote | {"env": {"CREDIT_RISK_RUNNER_MODE": "inprocess"}}
     assert "runner" not in deployment_values(inprocess, PRICES, "t")
+
+
+def test_locust_users_keep_each_user_rarely_busy():
+    from loadtests.size import RATE_PER_LOCUST_USER, locust_users
+
+    assert locust_users(10) == 16
+    assert locust_users(600) == 600 / RATE_PER_LOCUST_USER
+
+
+def test_a_sample_breaks_on_latency_or_error_budget():
+    from loadtests.size import Sample
+
+    fine = Sample(1000, 1000, 5, 20, 90, 5.0, {})
+    assert not fine.breaks(100)
+    assert fine.breaks(50)
+    assert Sample(1000, 998, 5, 20, 30, 5.0, {"status 503": 2}).breaks(100)
