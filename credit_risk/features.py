@@ -20,7 +20,6 @@ from pydantic import BaseModel, ConfigDict
 from credit_risk.contract import CATEGORICAL_FIELDS, CONTRACT_VERSION, NUMERIC_FIELDS
 
 RawColumns = Mapping[str, np.ndarray]
-FeatureColumns = dict[str, np.ndarray]
 
 UNKNOWN_LEVEL = "__unknown__"
 LOG_FIELDS: frozenset[str] = frozenset({"expenses", "income", "assets", "debt", "amount", "price"})
@@ -102,12 +101,20 @@ def safe_ratio(numerator: np.ndarray, denominator: np.ndarray) -> np.ndarray:
     return out
 
 
-def ratio_columns(raw: RawColumns) -> dict[str, np.ndarray]:
-    """The ratio features before imputation; NaN marks an undefined ratio."""
-    return {
-        name: safe_ratio(raw[num].astype(np.float64), raw[den].astype(np.float64))
-        for name, (num, den) in RATIOS.items()
-    }
+def numeric_block(raw: RawColumns) -> np.ndarray:
+    """The numeric contract fields as one float64 (rows, 9) block, in ``NUMERIC_FIELDS`` order."""
+    return np.column_stack([raw[field] for field in NUMERIC_FIELDS]).astype(np.float64)
+
+
+_NUMERIC_INDEX = {field: index for index, field in enumerate(NUMERIC_FIELDS)}
+_NUMERATORS = np.array([_NUMERIC_INDEX[numerator] for numerator, _ in RATIOS.values()])
+_DENOMINATORS = np.array([_NUMERIC_INDEX[denominator] for _, denominator in RATIOS.values()])
+
+
+def ratio_block(numeric: np.ndarray) -> np.ndarray:
+    """The ratio features before imputation, (rows, len(RATIOS)) in ``RATIOS`` order; NaN
+    marks an undefined ratio. Fitting and serving both compute them here."""
+    return safe_ratio(numeric[:, _NUMERATORS], numeric[:, _DENOMINATORS])
 
 
 def _repair(values: np.ndarray, fill: Any, low: Any, high: Any) -> np.ndarray:
@@ -148,19 +155,18 @@ def category_codes(values: np.ndarray, levels: Sequence[str]) -> np.ndarray:
 
 def fit_feature_params(raw: RawColumns) -> FeatureParams:
     """Fit every feature parameter on the training split's raw columns."""
-    ratios = ratio_columns(raw)
+    ratios = ratio_block(numeric_block(raw))
     return FeatureParams(
         contract_version=CONTRACT_VERSION,
         numeric={
             field: _fit_scaled(raw[field].astype(np.float64), field in LOG_FIELDS)
             for field in NUMERIC_FIELDS
         },
-        ratios={name: _fit_scaled(values, log=False) for name, values in ratios.items()},
+        ratios={
+            name: _fit_scaled(ratios[:, index], log=False) for index, name in enumerate(RATIOS)
+        },
         categories={field: fit_vocabulary(raw[field]) for field in CATEGORICAL_FIELDS},
     )
-
-
-_NUMERIC_INDEX = {field: index for index, field in enumerate(NUMERIC_FIELDS)}
 
 
 class FeaturePlan:
@@ -178,8 +184,6 @@ class FeaturePlan:
         )
         self.log_columns = np.flatnonzero([p.log for p in scaled])
         self.missing_columns = np.array([_NUMERIC_INDEX[f] for f in MISSING_FLAG_FIELDS])
-        self.numerators = np.array([_NUMERIC_INDEX[n] for n, _ in RATIOS.values()])
-        self.denominators = np.array([_NUMERIC_INDEX[d] for _, d in RATIOS.values()])
         numeric, flags = len(NUMERIC_FIELDS), len(MISSING_FLAG_FIELDS)
         # output positions: numerics, then missing flags, then ratios, then one-hot blocks
         self.scaled_at = np.r_[np.arange(numeric), numeric + flags + np.arange(len(RATIOS))]
@@ -194,10 +198,11 @@ class FeaturePlan:
 
     def block(self, raw: RawColumns) -> np.ndarray:
         """Raw contract columns to the float64 (rows, width) feature block."""
-        numeric = np.column_stack([raw[field] for field in NUMERIC_FIELDS]).astype(np.float64)
+        numeric = numeric_block(raw)
         rows = numeric.shape[0]
-        ratios = safe_ratio(numeric[:, self.numerators], numeric[:, self.denominators])
-        repaired = _repair(np.hstack([numeric, ratios]), self.fill, self.low, self.high)
+        repaired = _repair(
+            np.hstack([numeric, ratio_block(numeric)]), self.fill, self.low, self.high
+        )
         repaired[:, self.log_columns] = np.log1p(repaired[:, self.log_columns])
         out = np.zeros((rows, self.width))
         out[:, self.scaled_at] = (repaired - self.mean) / self.std
@@ -210,10 +215,3 @@ class FeaturePlan:
         )
         out[np.arange(rows)[:, None], hot] = 1.0
         return out
-
-
-def build_features(raw: RawColumns, params: FeatureParams) -> FeatureColumns:
-    """Raw columns to named feature columns, in ``params.feature_names`` order: the feature
-    block by name, for inspection and tests; serving uses the block itself."""
-    block = params.plan.block(raw)
-    return {name: block[:, index] for index, name in enumerate(params.feature_names)}

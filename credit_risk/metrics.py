@@ -15,7 +15,7 @@ import numpy as np
 from prometheus_client import Counter, Gauge, Histogram
 
 from credit_risk.contract import CATEGORICAL_FIELDS, NUMERIC_FIELDS
-from credit_risk.features import FeatureParams
+from credit_risk.features import FeatureParams, numeric_block
 
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
@@ -75,7 +75,7 @@ DRIFT_ALERT = Gauge(
 def observe_inputs(raw: Mapping[str, np.ndarray], params: FeatureParams) -> None:
     """Missing and out-of-training-range counts per contract field: one pass over the batch's
     numeric block, and a counter touched only where a count is not zero."""
-    numeric = np.column_stack([raw[field] for field in NUMERIC_FIELDS])
+    numeric = numeric_block(raw)
     low, high = params.plan.low[: len(NUMERIC_FIELDS)], params.plan.high[: len(NUMERIC_FIELDS)]
     counts = np.stack(
         [np.isnan(numeric).sum(axis=0), (numeric < low).sum(axis=0), (numeric > high).sum(axis=0)]

@@ -28,14 +28,6 @@ class BurstResult:
     def requests_per_s(self) -> float:
         return sum(self.outcomes.values()) / self.elapsed_s if self.elapsed_s else 0.0
 
-    def merged(self, other: BurstResult) -> BurstResult:
-        """Two runs of the same load as one sample (more requests behind each percentile)."""
-        return BurstResult(
-            self.outcomes + other.outcomes,
-            self.latencies_s + other.latencies_s,
-            self.elapsed_s + other.elapsed_s,
-        )
-
     def percentile_ms(self, q: float) -> float:
         return (
             float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")

@@ -7,11 +7,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Callable
+from typing import TypeVar
 
 import aiohttp
 import numpy as np
 
 from loadtests.burst import JSON, BurstResult
+
+T = TypeVar("T")
 
 
 async def _open_loop(
@@ -57,12 +60,12 @@ def broke(result: BurstResult, p99_ms: float, error_budget: float) -> bool:
     return result.percentile_ms(99) > p99_ms or errors > error_budget * total
 
 
-def confirmed(run: Callable[[int], BurstResult], p99_ms: float, error_budget: float) -> BurstResult:
-    """A step that breaks the SLO is run once more (another arrival sequence) and judged on
-    both runs pooled: on a shared machine a single stall can break one short step, and the
-    capacity is what holds, not what one unlucky step saw."""
+def confirmed(run: Callable[[int], T], breaks: Callable[[T], bool]) -> T:
+    """A step that breaks is run once more (another arrival sequence, seed 1) and judged on the
+    rerun: on a shared machine one stall can break a short step, so a break has to repeat to
+    count. Used by the bench's capacity search and the sizing ramps alike."""
     result = run(0)
-    return result.merged(run(1)) if broke(result, p99_ms, error_budget) else result
+    return run(1) if breaks(result) else result
 
 
 def capacity_at_slo(
@@ -79,7 +82,9 @@ def capacity_at_slo(
     steps: list[tuple[float, BurstResult]] = []
     held, rate = 0.0, start_rate
     while rate <= max_rate:
-        result = confirmed(lambda seed, r=rate: run(r, seed), p99_ms, error_budget)
+        result = confirmed(
+            lambda seed, r=rate: run(r, seed), lambda got: broke(got, p99_ms, error_budget)
+        )
         steps.append((rate, result))
         if broke(result, p99_ms, error_budget):
             break

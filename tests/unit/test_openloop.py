@@ -45,6 +45,6 @@ def test_a_one_off_stall_is_confirmed_away_but_a_real_break_is_not():
         return BurstResult(Counter({"200": 100}), latencies, 1.0)
 
     capacity, _ = capacity_at_slo(stall_once, p99_ms=100, start_rate=50, factor=2)
-    assert capacity == 200  # the stalled 100 req/s step held once pooled with its rerun
+    assert capacity == 200  # the stalled 100 req/s step held on its rerun
     assert (100, 1) in calls
     assert calls[-2:] == [(400, 0), (400, 1)]
