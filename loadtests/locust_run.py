@@ -1,24 +1,38 @@
-"""Run the Locust scenario headless and read back its aggregate line (tests, sizing checks)."""
+"""Run the Locust scenario headless and read back what it measured (tests, sizing checks)."""
 
 from __future__ import annotations
 
 import csv
-import json
 import subprocess
 import sys
 import tempfile
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 from credit_risk.config import REPO_ROOT
+from loadtests.burst import BurstResult
+from loadtests.pacing import read_result
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
 
 
-def run_locust(host: str, users: int, seconds: int, *options: str) -> dict[str, dict[str, str]]:
-    """Locust's CSV stats rows by name ("Aggregated" included, with the process's exit code and
-    its failures by message as ``failure_kinds``); raises if Locust failed to run."""
+@dataclass(frozen=True)
+class LocustRun:
+    stats: dict[str, dict[str, str]]  # Locust's CSV stats rows by name, "Aggregated" included
+    exit_code: int
+    failure_kinds: Counter[str]  # Locust's failures by message
+    arrivals: BurstResult  # each request's outcome and latency (``--window``: windowed only)
+
+    @property
+    def total(self) -> dict[str, str]:
+        return self.stats["Aggregated"]
+
+
+def run_locust(host: str, users: int, seconds: float, *options: str) -> LocustRun:
+    """``users`` users for at most ``seconds`` (a ``--window`` run ends once it is answered);
+    raises if Locust failed to run."""
     with tempfile.TemporaryDirectory() as folder:
         completed = subprocess.run(
             [
@@ -31,12 +45,14 @@ def run_locust(host: str, users: int, seconds: int, *options: str) -> dict[str, 
                 "-u",
                 str(users),
                 "-r",
-                str(users),
+                str(2 * users),
                 "-t",
-                f"{seconds}s",
+                f"{seconds:.0f}s",
                 "--only-summary",
                 "--csv",
                 f"{folder}/locust",
+                "--result-out",
+                f"{folder}/arrivals.json",
                 *options,
             ],
             capture_output=True,
@@ -50,10 +66,9 @@ def run_locust(host: str, users: int, seconds: int, *options: str) -> dict[str, 
             raise RuntimeError(f"locust did not run:\n{completed.stderr[-3000:]}")
         with stats.open() as handle:
             rows = {row["Name"]: row for row in csv.DictReader(handle)}
+        failures: Counter[str] = Counter()
         with (Path(folder) / "locust_failures.csv").open() as handle:
-            failures = Counter()
             for row in csv.DictReader(handle):
                 failures[row["Error"]] += int(row["Occurrences"])
-    rows["Aggregated"]["exit_code"] = str(completed.returncode)
-    rows["Aggregated"]["failure_kinds"] = json.dumps(failures)
-    return rows
+        arrivals = read_result(Path(folder) / "arrivals.json")
+    return LocustRun(rows, completed.returncode, failures, arrivals)

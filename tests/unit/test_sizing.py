@@ -3,7 +3,13 @@ deployment values per stage."""
 
 from __future__ import annotations
 
-from loadtests.size import Measured, Step, deployment_values, recommend
+import math
+
+import pytest
+
+from loadtests import knee
+from loadtests.knee import Step
+from loadtests.size import Measured, deployment_values, recommend
 
 GRID = {"target_rps": 1000, "headroom": 0.5}
 PRICES = {"instances": {"cpu-2": {"usd_per_hour": 0.1, "vcpu": 2, "gpu": 0}}}
@@ -17,21 +23,41 @@ def ramp(name: str, env: dict, points: list[tuple[float, float, int]]) -> Measur
     return Measured(name, "cpu-2", env, steps)
 
 
-def test_capacity_is_the_last_step_within_slo_and_error_budget():
+def test_bracket_is_the_last_step_within_slo_and_error_budget():
     measured = ramp("a", {}, [(50, 20, 0), (100, 60, 0), (200, 150, 0), (400, 900, 0)])
-    assert measured.capacity(100) == 100
-    assert measured.capacity(250) == 200
+    assert knee.bracket(measured.steps, 100) == (100, 200)
+    assert knee.bracket(measured.steps, 250) == (200, 400)
     failing = ramp("b", {}, [(50, 20, 0), (100, 30, 5)])
-    assert failing.capacity(100) == 50
+    assert knee.bracket(failing.steps, 100) == (50, 100)
+    noisy = ramp("n", {}, [(100, 40, 0), (135, 60, 0), (182, 400, 0), (157, 120, 0)])
+    assert knee.bracket(noisy.steps, 100) == (135, 157)  # broke below a rate that held earlier
 
 
-def test_refinement_steps_after_the_ramp_narrow_the_knee():
-    coarse = [(100, 40, 0), (135, 60, 0), (182, 400, 0)]
-    refined = ramp("r", {}, [*coarse, (157, 80, 0), (169, 130, 0)])
-    assert refined.capacity(100) == 157
-    assert refined.capacity(250) == 169
-    noisy = ramp("n", {}, [*coarse, (157, 120, 0)])  # broke below a rate that held earlier
-    assert noisy.capacity(100) == 135
+def test_capacity_is_where_the_fitted_latency_curve_meets_the_slo():
+    curve = [(rate, 10 * math.exp(rate / 100), 0) for rate in (100, 150, 200, 250, 300, 350)]
+    measured = ramp("exp", {}, curve)
+    assert measured.capacity(100) == pytest.approx(100 * math.log(10), abs=0.1)
+    assert measured.capacity(250) == pytest.approx(100 * math.log(25), abs=0.1)
+
+
+def test_capacity_fit_shares_the_noise_of_steps_near_the_knee():
+    # p99 at the same rates, noisy by up to x1.5 either way: the fit stays near the curve's
+    # crossing (230) where "the last step that held" would say 250 or 200
+    noise = [1.5, 0.7, 1.4, 0.67, 1.3, 0.75]
+    rates = (150, 175, 200, 225, 250, 275)
+    steps = [(r, 10 * math.exp(r / 100) * n, 0) for r, n in zip(rates, noise, strict=True)]
+    assert abs(ramp("noisy", {}, steps).capacity(100) - 230) < 15
+
+
+def test_capacity_falls_back_to_the_bracket_without_steps_either_side_near_the_slo():
+    jump = ramp("j", {}, [(100, 20, 0), (200, 60, 0), (300, 2000, 0)])
+    assert jump.capacity(100) == 200
+    assert ramp("never", {}, [(50, 999, 0)]).capacity(100) == 0
+
+
+def test_capacity_stays_below_a_rate_that_broke_the_error_budget():
+    curve = [(100, 40, 0), (150, 80, 0), (160, 90, 20), (200, 160, 0)]
+    assert ramp("e", {}, curve).capacity(100) == 150
 
 
 def test_recommendation_takes_the_cheapest_plan_that_carries_the_load():
@@ -74,3 +100,24 @@ def test_a_sample_breaks_on_latency_or_error_budget():
     assert not fine.breaks(100)
     assert fine.breaks(50)
     assert Sample(1000, 998, 5, 20, 30, 5.0, {"status 503": 2}).breaks(100)
+
+
+def test_a_looser_slo_never_gets_less_capacity_than_a_tighter_one():
+    # measured (remote runner, 2026-11-23): the 100 ms fit lands between 532 and 560, while at
+    # 250 ms every step near the knee is below the SLO and 560 broke the error budget
+    points = [(506, 53, 0), (759, 208, 170), (620, 138, 10), (560, 167, 3), (532, 91, 0)]
+    steps = ramp("r", {}, [*points, (546, 109, 0)]).steps
+    measured = Measured("r", "cpu-2", {}, steps, (100, 250))
+    assert knee.capacity(steps, 250) < knee.capacity(steps, 100)
+    assert measured.capacity(250) == measured.capacity(100) == knee.capacity(steps, 100)
+
+
+def test_server_cpu_per_request_is_read_from_the_steps_near_capacity():
+    steps = [
+        Step(100, 100, 2, 5, 8, 0, 600, 30.0, 300.0),  # light load: fixed costs dominate
+        Step(400, 400, 3, 20, 60, 0, 2400, 80.0, 300.0),  # 2.0 ms per request
+        Step(500, 500, 4, 40, 150, 0, 3000, 110.0, 300.0),  # 2.2 ms per request
+    ]
+    measured = Measured("m", "cpu-2", {}, steps, (100,))
+    assert 400 < measured.capacity(100) < 500
+    assert measured.cpu_ms_per_request(100) == 2.1
