@@ -159,16 +159,15 @@ def open_loop_load(url: str, body: bytes) -> Load:
 
 def run_step(server: Server, load: Load, rate: float, seconds: float, tightest_slo: float) -> Step:
     """One step at ``rate``, with the server's CPU and memory over it; a step that breaks the
-    tightest SLO is ``confirmed`` like the bench's. Server CPU is its CPU time per request over
-    the whole call (a Locust warm-up adds one connection per user) times the achieved rate."""
+    tightest SLO is ``confirmed`` like the bench's. Server CPU is its CPU time over the whole
+    call (a Locust warm-up adds one connection per user) per second of the measured window."""
     process = psutil.Process(server.process.pid)
 
     def watched() -> tuple[Sample, float, float]:
         cpu_before, _ = tree_usage(process)
         sample = load(rate, seconds)
         cpu_after, rss = tree_usage(process)
-        cpu_per_request = (cpu_after - cpu_before) / max(sample.requests, 1)
-        return sample, cpu_per_request * sample.requests / sample.elapsed_s * 100, rss
+        return sample, (cpu_after - cpu_before) / sample.elapsed_s * 100, rss
 
     sample, cpu_percent, rss = confirmed(
         lambda _seed: watched(), lambda got: got[0].breaks(tightest_slo)
