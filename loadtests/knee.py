@@ -21,6 +21,10 @@ ERROR_BUDGET = 0.001
 BAND = 3.0  # steps with p99 within SLO / BAND .. SLO * BAND inform the fitted line
 
 
+def within_error_budget(errors: int, requests: int) -> bool:
+    return errors <= ERROR_BUDGET * requests
+
+
 @dataclass
 class Step:
     offered_rps: float
@@ -36,7 +40,7 @@ class Step:
     window_s: float = 0.0  # how long the step's arrivals ran
 
     def within_error_budget(self) -> bool:
-        return self.errors <= ERROR_BUDGET * self.requests
+        return within_error_budget(self.errors, self.requests)
 
     def held(self, slo_p99_ms: float) -> bool:
         return self.p99_ms <= slo_p99_ms and self.within_error_budget()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import math
 import subprocess
 import sys
 import tempfile
@@ -16,6 +17,9 @@ from loadtests.pacing import read_result
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+RATE_PER_USER = 4.0  # req/s each Poisson-paced user offers, so each is rarely busy
+WARM_UP_S = 2.0  # users spawn and open their connections before the window
+DRAIN_S = 10.0  # the longest a paced run waits for its window's last answers
 
 
 @dataclass(frozen=True)
@@ -72,3 +76,20 @@ def run_locust(host: str, users: int, seconds: float, *options: str) -> LocustRu
                 failures[row["Error"]] += int(row["Occurrences"])
         arrivals = read_result(Path(folder) / "arrivals.json")
     return LocustRun(rows, completed.returncode, failures, arrivals)
+
+
+def paced_users(rate: float) -> int:
+    """Enough Poisson-paced users that each is rarely busy, so the rate stays open-loop."""
+    return max(16, math.ceil(rate / RATE_PER_USER))
+
+
+def paced_run(host: str, rate: float, seconds: float, bad_share: float) -> LocustRun:
+    """The scenario as an open-loop Poisson source at ``rate`` over a ``seconds`` window that
+    opens once every user is connected (``loadtests/pacing.py``)."""
+    return run_locust(
+        host,
+        paced_users(rate),
+        WARM_UP_S + seconds + DRAIN_S,
+        *("--rate", f"{rate:.1f}", "--bad-share", f"{bad_share}"),
+        *("--warm-up", f"{WARM_UP_S}", "--window", f"{seconds}"),
+    )

@@ -43,7 +43,7 @@ from credit_risk.pipeline import records_to_matrix
 from loadtests import device_sizing, knee
 from loadtests.burst import BurstResult, burst
 from loadtests.knee import Step
-from loadtests.locust_run import run_locust
+from loadtests.locust_run import RATE_PER_USER, paced_run
 from loadtests.openloop import confirmed, open_loop
 from loadtests.pacing import OK
 from loadtests.server import NO_CHALLENGER, Server
@@ -52,9 +52,6 @@ from runners.batch_score import load_served_model
 
 REPORTS = REPO_ROOT / "loadtests" / "reports"
 RESULTS = REPO_ROOT / "loadtests" / "results"
-RATE_PER_LOCUST_USER = 4.0  # req/s each Poisson-paced Locust user offers
-LOCUST_WARM_UP_S = 2.0  # users spawn and open their connections before the window
-LOCUST_DRAIN_S = 10.0  # the longest a step waits for its window's last answers
 WARM_UP_S = 8.0
 VERIFY_REPEATS = 3  # steps the verification runs at the predicted capacity
 VERIFY_HOLD_S = 30.0  # how long the verification holds the operating point
@@ -126,29 +123,16 @@ class Sample:
         )
 
     def breaks(self, slo_p99_ms: float) -> bool:
-        errors = self.requests - self.ok
-        return self.p99_ms > slo_p99_ms or errors > knee.ERROR_BUDGET * self.requests
+        within = knee.within_error_budget(self.requests - self.ok, self.requests)
+        return self.p99_ms > slo_p99_ms or not within
 
 
 Load = Callable[[float, float], Sample]  # (rate, seconds) -> what one step saw
 
 
-def locust_users(rate: float) -> int:
-    """Enough Poisson-paced users that each is rarely busy, so the rate stays open-loop."""
-    return max(16, math.ceil(rate / RATE_PER_LOCUST_USER))
-
-
 def locust_load(host: str) -> Load:
-    """The Locust scenario (real rows, good input only), Poisson arrivals at the step's rate
-    over a measured window after every user's connection is open (``loadtests/pacing.py``)."""
-
-    def run(rate: float, seconds: float) -> Sample:
-        options = ("--rate", f"{rate:.1f}", "--bad-share", "0", "--warm-up", f"{LOCUST_WARM_UP_S}")
-        limit = LOCUST_WARM_UP_S + seconds + LOCUST_DRAIN_S
-        arrivals = run_locust(host, locust_users(rate), limit, *options, "--window", f"{seconds}")
-        return Sample.of(arrivals.arrivals, OK)
-
-    return run
+    """The Locust scenario (real rows, good input only), paced at the step's rate."""
+    return lambda rate, seconds: Sample.of(paced_run(host, rate, seconds, 0).arrivals, OK)
 
 
 def open_loop_load(url: str, body: bytes) -> Load:
@@ -381,7 +365,7 @@ def write_report(
         "",
         f"Measured on {platform.machine()}, {os.cpu_count()} cores, load generator co-located "
         "(capacities are lower bounds). Open-loop Poisson arrivals from Locust (one Poisson-paced "
-        f"user per {RATE_PER_LOCUST_USER:.0f} req/s, connections opened before a "
+        f"user per {RATE_PER_USER:.0f} req/s, connections opened before a "
         f"{grid['step_seconds']} s measured window, latency timed from each scheduled arrival; "
         "the runner alone: the aiohttp open-loop generator), one application per request; error "
         f"budget {knee.ERROR_BUDGET:.1%}. Capacity: where a line fitted to log(p99) against the "
@@ -466,13 +450,7 @@ def verify(grid: dict[str, Any], folder: Path) -> None:
         load = locust_load(server.url)
         ramp(server, "/score", score_body(), load, search, measured)
         at_prediction = [load(predicted, step_s) for _ in range(VERIFY_REPEATS)]
-        mixed = run_locust(
-            server.url,
-            locust_users(operating),
-            LOCUST_WARM_UP_S + VERIFY_HOLD_S + LOCUST_DRAIN_S,
-            *("--rate", f"{operating:.1f}", "--warm-up", f"{LOCUST_WARM_UP_S}"),
-            *("--window", f"{VERIFY_HOLD_S}"),
-        )
+        mixed = paced_run(server.url, operating, VERIFY_HOLD_S, bad_share=0.05)
     measured_capacity = measured.capacity(slo)
     deviation = measured_capacity / predicted - 1
     held = sum(not sample.breaks(slo) for sample in at_prediction)

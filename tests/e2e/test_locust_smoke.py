@@ -4,7 +4,7 @@ over a measured window, as the sizing drives it."""
 
 from __future__ import annotations
 
-from loadtests.locust_run import run_locust
+from loadtests.locust_run import paced_run, paced_users, run_locust
 from loadtests.pacing import OK
 
 
@@ -18,11 +18,10 @@ def test_locust_smoke_run_has_no_failures(server):
 
 
 def test_paced_run_measures_only_its_window_at_the_asked_rate(server):
-    options = ("--rate", "100", "--warm-up", "2", "--window", "4", "--bad-share", "0")
-    run = run_locust(server.url, 16, 30, *options)
+    run = paced_run(server.url, 100, 4, bad_share=0)
     arrivals = run.arrivals
     assert arrivals.elapsed_s == 4
     assert 250 <= sum(arrivals.outcomes.values()) <= 550  # Poisson, mean 400
     assert set(arrivals.outcomes) == {OK}
-    assert run.stats["connect (before the window)"]["Request Count"] == "16"
+    assert run.stats["connect (before the window)"]["Request Count"] == str(paced_users(100))
     assert arrivals.percentile_ms(99) < 1000

@@ -86,11 +86,11 @@ def test_deployment_values_size_each_stage():
     assert "runner" not in deployment_values(inprocess, PRICES, "t")
 
 
-def test_locust_users_keep_each_user_rarely_busy():
-    from loadtests.size import RATE_PER_LOCUST_USER, locust_users
+def test_paced_users_keep_each_user_rarely_busy():
+    from loadtests.locust_run import RATE_PER_USER, paced_users
 
-    assert locust_users(10) == 16
-    assert locust_users(600) == 600 / RATE_PER_LOCUST_USER
+    assert paced_users(10) == 16
+    assert paced_users(600) == 600 / RATE_PER_USER
 
 
 def test_a_sample_breaks_on_latency_or_error_budget():
