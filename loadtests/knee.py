@@ -13,7 +13,9 @@ lowest that broke.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -55,6 +57,32 @@ def bracket(steps: list[Step], slo_p99_ms: float) -> tuple[float, float]:
         default=0.0,
     )
     return held, broke
+
+
+def search(step: Callable[[float], Step], grid: Mapping[str, Any]) -> list[Step]:
+    """Geometric steps from ``start_rps`` by ``growth`` until the loosest SLO breaks, then
+    ``refine_steps`` bisections of each SLO's knee (a coarse ramp alone is stuck on its grid).
+    Only the ramp's stop is confirmed: a step that breaks the loosest SLO is run once more and
+    the ramp goes on if the rerun holds, since one stall of the shared host can break a short
+    step. Both runs are kept as points for the fit, and no other step is rerun: judging only
+    breaks on a second try would bias the knee upwards."""
+    steps: list[Step] = []
+
+    def held(rate: float, slo: float) -> bool:
+        steps.append(step(rate))
+        return steps[-1].held(slo)
+
+    loosest = max(grid["slos_p99_ms"])
+    rate = grid["start_rps"]
+    while rate <= grid["max_rps"] and (held(rate, loosest) or held(rate, loosest)):
+        rate *= grid["growth"]
+    for slo in grid["slos_p99_ms"]:
+        for _ in range(grid.get("refine_steps", 0)):
+            below, above = bracket(steps, slo)
+            if not below or math.isinf(above):
+                break
+            held(math.sqrt(below * above), slo)
+    return steps
 
 
 def capacity(steps: list[Step], slo_p99_ms: float) -> float:

@@ -63,7 +63,7 @@ def broke(result: BurstResult, p99_ms: float, error_budget: float) -> bool:
 def confirmed(run: Callable[[int], T], breaks: Callable[[T], bool]) -> T:
     """A step that breaks is run once more (another arrival sequence, seed 1) and judged on the
     rerun: on a shared machine one stall can break a short step, so a break has to repeat to
-    count. Used by the bench's capacity search and the sizing ramps alike."""
+    count. The bench's capacity search uses it."""
     result = run(0)
     return run(1) if breaks(result) else result
 

@@ -4,6 +4,7 @@ deployment values per stage."""
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import pytest
 
@@ -112,12 +113,48 @@ def test_a_looser_slo_never_gets_less_capacity_than_a_tighter_one():
     assert measured.capacity(250) == measured.capacity(100) == knee.capacity(steps, 100)
 
 
-def test_server_cpu_per_request_is_read_from_the_steps_near_capacity():
+def test_server_cpu_per_request_is_read_from_the_steps_below_the_knee():
     steps = [
         Step(100, 100, 2, 5, 8, 0, 600, 30.0, 300.0),  # light load: fixed costs dominate
-        Step(400, 400, 3, 20, 60, 0, 2400, 80.0, 300.0),  # 2.0 ms per request
-        Step(500, 500, 4, 40, 150, 0, 3000, 110.0, 300.0),  # 2.2 ms per request
+        Step(300, 300, 3, 15, 40, 0, 1800, 60.0, 300.0),  # 2.0 ms per request
+        Step(400, 400, 3, 20, 60, 0, 2400, 88.0, 300.0),  # 2.2 ms per request
+        Step(500, 500, 4, 40, 150, 0, 3000, 150.0, 300.0),  # past the knee: queueing costs
     ]
     measured = Measured("m", "cpu-2", {}, steps, (100,))
     assert 400 < measured.capacity(100) < 500
     assert measured.cpu_ms_per_request(100) == 2.1
+
+
+SEARCH = {"slos_p99_ms": [100, 250], "start_rps": 100, "growth": 2, "max_rps": 5000}
+
+
+def scripted(p99: dict[float, list[float]]) -> tuple[list[float], Callable[[float], Step]]:
+    """A step function whose p99 at each rate follows a script (one value per visit), falling
+    back to an exponential curve that crosses 100 ms at 300 req/s and 250 ms at about 400."""
+    visits: list[float] = []
+
+    def step(rate: float) -> Step:
+        visits.append(rate)
+        script = p99.get(rate, [])
+        latency = script.pop(0) if script else 100 * math.exp((rate - 300) / 110)
+        latency = round(latency, 1)
+        return Step(rate, rate, latency / 2, latency, latency, 0, 1000, 50.0, 300.0)
+
+    return visits, step
+
+
+def test_the_search_reruns_only_a_ramp_step_that_would_stop_it_and_keeps_both_runs():
+    visits, step = scripted({200: [900.0]})  # one stall at 200 req/s
+    steps = knee.search(step, SEARCH)
+    assert visits == [100, 200, 200, 400, 800, 800]  # on past the stall; 800 broke twice
+    assert [s.p99_ms for s in steps if s.offered_rps == 200] == [900.0, 40.3]  # both kept
+    assert knee.capacity(steps, 100) == pytest.approx(300, abs=1)
+
+
+def test_the_search_bisects_each_knee_without_rerunning_a_refine_step():
+    visits, step = scripted({})
+    steps = knee.search(step, dict(SEARCH, refine_steps=2))
+    assert visits[:5] == [100, 200, 400, 800, 800]
+    assert [round(rate) for rate in visits[5:]] == [283, 336, 566, 476]
+    assert knee.capacity(steps, 100) == pytest.approx(300, abs=1)
+    assert knee.capacity(steps, 250) == pytest.approx(400.8, abs=1)
