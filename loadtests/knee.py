@@ -95,7 +95,7 @@ def capacity(steps: list[Step], slo_p99_ms: float) -> float:
     rates = np.array([s.offered_rps for s in near])
     below = rates[[s.p99_ms <= slo_p99_ms for s in near]]
     above = rates[[s.p99_ms > slo_p99_ms for s in near]]
-    if not below.size or not above.size:
+    if not below.size or not above.size or np.ptp(rates) == 0:  # no line through one rate
         return held
     slope, intercept = np.polyfit(rates, np.log([s.p99_ms for s in near]), 1)
     if slope <= 0:

@@ -3,6 +3,7 @@ API and runner deployments for a target load at the least cost, and write a repo
 
     python -m loadtests.size [--grid loadtests/sizing.yaml] [--prices loadtests/prices.yaml]
     python -m loadtests.size --verify     # measure the recommendation again, hold its capacity
+    python -m loadtests.size --compare-grids 3   # sweep's vs verification's knee search, alternated
 
 For every configuration in the grid it serves the built Bento (`credit-risk:latest`) with that
 configuration's environment and its own empty prediction log, and raises open-loop Poisson
@@ -424,13 +425,37 @@ def write_report(
     return recommendations
 
 
-def remeasure(option: dict[str, Any], search: dict[str, Any]) -> Measured:
-    """One knee search of a recommended configuration on a freshly started server."""
-    slos = tuple(search["slos_p99_ms"])
-    measured = Measured(option["configuration"], option["instance"], option["env"], [], slos)
-    with serving(measured.env) as server:
-        ramp(server, "/score", score_body(), locust_load(server.url), search, measured)
-    return measured
+def first_recommendation(folder: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The last report's first recommendation, and it as a grid configuration."""
+    option = json.loads((folder / "recommendation.json").read_text())[0]
+    config = {"name": option["configuration"], "instance": option["instance"], "env": option["env"]}
+    return option, config
+
+
+def verification_grid(grid: dict[str, Any], predicted: float, slo: float) -> dict[str, Any]:
+    """The verification's knee search: one SLO, x1.2 steps from 60% of the prediction."""
+    return dict(
+        grid, slos_p99_ms=[slo], start_rps=predicted * 0.6, growth=1.2, max_rps=predicted * 2
+    )
+
+
+def compare_grids(grid: dict[str, Any], folder: Path, rounds: int) -> None:
+    """The sweep's knee search and the verification's, alternated on fresh servers of the
+    recommended configuration: a bias of one grid shows pair by pair, while drift of the host
+    moves both together."""
+    option, config = first_recommendation(folder)
+    predicted, slo = option["capacity_rps_per_replica"], option["slo_p99_ms"]
+    for index in range(rounds):
+        for name, search in (
+            ("sweep", grid),
+            ("verification", verification_grid(grid, predicted, slo)),
+        ):
+            measured = measure_configuration(config, search)
+            print(
+                f"round {index + 1}, {name} grid: {measured.capacity(slo):.0f} req/s at p99 <= "
+                f"{slo:.0f} ms, server CPU {measured.cpu_ms_per_request(slo):.2f} ms per request",
+                flush=True,
+            )
 
 
 def verify(grid: dict[str, Any], folder: Path) -> None:
@@ -438,15 +463,13 @@ def verify(grid: dict[str, Any], folder: Path) -> None:
     on a new server with the same knee search on its own grid around the prediction, and judge
     the median; then, on one more server, run steps at the predicted rate and hold the Locust
     scenario with bad input at the operating point (headroom x capacity)."""
-    option = json.loads((folder / "recommendation.json").read_text())[0]
+    option, config = first_recommendation(folder)
     predicted, slo = option["capacity_rps_per_replica"], option["slo_p99_ms"]
-    search = dict(
-        grid, slos_p99_ms=[slo], start_rps=predicted * 0.6, growth=1.2, max_rps=predicted * 2
-    )
-    passes = [remeasure(option, search) for _ in range(VERIFY_PASSES)]
+    search = verification_grid(grid, predicted, slo)
+    passes = [measure_configuration(config, search) for _ in range(VERIFY_PASSES)]
     step_s = grid["step_seconds"]
     operating = predicted * grid["headroom"]
-    with serving(option["env"]) as server:
+    with serving(config["env"]) as server:
         warm(f"{server.url}/score", score_body(), search["start_rps"])
         load = locust_load(server.url)
         at_prediction = [load(predicted, step_s) for _ in range(VERIFY_REPEATS)]
@@ -490,11 +513,21 @@ def main() -> None:
     parser.add_argument("--prices", type=Path, default=REPO_ROOT / "loadtests" / "prices.yaml")
     parser.add_argument("--out", type=Path, default=REPORTS)
     parser.add_argument("--verify", action="store_true")
+    parser.add_argument(
+        "--compare-grids",
+        type=int,
+        default=0,
+        metavar="ROUNDS",
+        help="alternate the sweep's and the verification's knee searches on the recommendation",
+    )
     args = parser.parse_args()
     grid = yaml.safe_load(args.grid.read_text())
     args.out.mkdir(parents=True, exist_ok=True)
     if args.verify:
         verify(grid, args.out)
+        return
+    if args.compare_grids:
+        compare_grids(grid, args.out, args.compare_grids)
         return
     prices = yaml.safe_load(args.prices.read_text())
     measured = []

@@ -158,3 +158,8 @@ def test_the_search_bisects_each_knee_without_rerunning_a_refine_step():
     assert [round(rate) for rate in visits[5:]] == [283, 336, 566, 476]
     assert knee.capacity(steps, 100) == pytest.approx(300, abs=1)
     assert knee.capacity(steps, 250) == pytest.approx(400.8, abs=1)
+
+
+def test_steps_near_the_slo_at_one_rate_only_fall_back_to_the_bracket():
+    steps = ramp("r", {}, [(100, 10, 0), (300, 80, 0), (300, 130, 0), (600, 900, 0)]).steps
+    assert knee.capacity(steps, 100) == 100  # 300 broke once: the highest held below it
