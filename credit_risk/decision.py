@@ -12,9 +12,33 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from credit_risk.config import DecisionThresholds
 from credit_risk.contract import Decision
+
+
+class DecisionThresholds(BaseSettings):
+    """Credit policy's cut-offs (env ``CREDIT_RISK_DECISION__*``): configuration, so policy
+    changes without retraining."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_DECISION__", extra="ignore")
+
+    approve_below: float = Field(
+        0.25, gt=0, lt=1, description="Default probability below which a clean file approves."
+    )
+    decline_at_or_above: float = Field(
+        0.55, gt=0, lt=1, description="Default probability from which an application declines."
+    )
+    max_loan_to_price_for_approve: float = Field(
+        1.0, gt=0, description="Loan/price ratio above which approval needs a person."
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> DecisionThresholds:
+        if self.approve_below > self.decline_at_or_above:
+            raise ValueError("approve_below must not exceed decline_at_or_above")
+        return self
 
 
 @dataclass(frozen=True)
@@ -44,7 +68,10 @@ def policy_flag_bits(raw: Mapping[str, np.ndarray], thresholds: DecisionThreshol
     prior_records = np.asarray(raw["records"] == "yes", dtype=np.intp)
     loan_exceeds = raw["amount"] > thresholds.max_loan_to_price_for_approve * raw["price"]
     no_income = np.isnan(raw["income"])
-    return prior_records | loan_exceeds.astype(np.intp) << 1 | no_income.astype(np.intp) << 2
+    bits: np.ndarray = (
+        prior_records | loan_exceeds.astype(np.intp) << 1 | no_income.astype(np.intp) << 2
+    )
+    return bits
 
 
 def verdict_codes(

@@ -15,7 +15,7 @@ import pandas as pd
 
 from credit_risk.contract import CATEGORICAL_FIELDS, CONTRACT_FIELDS
 
-Record = dict[str, Any]
+ContractRecord = dict[str, Any]
 
 
 TEXT_FIELDS = frozenset({*CATEGORICAL_FIELDS, "request_id"})
@@ -39,7 +39,7 @@ def _cell(field: str, value: Any) -> Any:
     return value
 
 
-def records_from_frame(frame: pd.DataFrame) -> list[Record]:
+def records_from_frame(frame: pd.DataFrame) -> list[ContractRecord]:
     """One contract record per row; columns outside the contract are kept (and refused)."""
     columns = list(frame.columns)
     return [
@@ -48,6 +48,6 @@ def records_from_frame(frame: pd.DataFrame) -> list[Record]:
     ]
 
 
-def contract_records(frame: pd.DataFrame) -> list[Record]:
+def contract_records(frame: pd.DataFrame) -> list[ContractRecord]:
     """Records restricted to the contract's fields (training data carries a target column)."""
     return records_from_frame(frame[list(CONTRACT_FIELDS)])

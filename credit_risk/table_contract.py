@@ -50,7 +50,7 @@ def _bounds_ok(values: np.ndarray, info: FieldInfo) -> np.ndarray:
             ok &= values <= rule.le
         elif isinstance(rule, annotated_types.Lt):
             ok &= values < rule.lt
-    return ok
+    return np.asarray(ok, dtype=bool)
 
 
 def _numeric(name: str, column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -91,14 +91,16 @@ def _request_ids(column: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     rule = typing.get_args(annotation)[1]
     pattern = re.compile(rule.pattern)
     missing = column.isna().to_numpy()
-    values = np.where(missing, None, column.astype(str).to_numpy(dtype=object))
-    ok = np.array(
-        [
+    values = column.astype(str).to_numpy(dtype=object)
+    values[missing] = None
+    ok = np.fromiter(
+        (
             value is None
             or (rule.min_length <= len(value) <= rule.max_length and bool(pattern.fullmatch(value)))
             for value in values.tolist()
-        ],
+        ),
         dtype=bool,
+        count=len(values),
     )
     return values, ok
 

@@ -98,11 +98,12 @@ def fitted_params(credit_splits):
 @pytest.fixture(scope="session")
 def champion(workspace):
     """A tiny model trained on the full data, registered in MLflow and promoted into BentoML."""
-    from credit_risk.config import Settings, TrainingConfig
+    from model_artifact.settings import RegistrySettings
     from training.promote import promote
+    from training.settings import TrainingConfig
     from training.train import train
 
-    settings = Settings()
+    settings = RegistrySettings()
     result = train(TrainingConfig(**TINY_CONFIG), settings)
     report = promote(settings, version=result.registered_version)
     assert report.promoted, report.gates

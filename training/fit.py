@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from credit_risk.config import TrainingConfig
-from credit_risk.network import TabularMLP
+from model_artifact.network import TabularMLP
+from training.settings import TrainingConfig
 
 
 @dataclass(frozen=True)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
-from credit_risk.bundle import ModelBundle
-from credit_risk.config import DecisionThresholds, Settings
 from credit_risk.contract import CONTRACT_FIELDS, CONTRACT_VERSION, Application
-from credit_risk.decision import decide
+from credit_risk.decision import DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
-from runners.loaded_model import LoadedModel
+from model_artifact.bundle import ModelBundle
+from model_artifact.loaded_model import LoadedModel
 from training.registry import Candidate
+from training.settings import PromotionSettings
 
 TEST_AUC = "test_roc_auc"
 
@@ -47,7 +47,10 @@ def decisions(
 
 
 def golden_gate(
-    candidate: LoadedModel, champion: LoadedModel | None, settings: Settings
+    candidate: LoadedModel,
+    champion: LoadedModel | None,
+    policy: PromotionSettings,
+    thresholds: DecisionThresholds,
 ) -> GateResult:
     """The imported candidate must reproduce its logged golden outputs; flips vs the champion
     are reported (they are policy-relevant, not a failure by themselves)."""
@@ -57,29 +60,31 @@ def golden_gate(
     max_error = float(np.max(np.abs(got - expected))) if len(expected) else 0.0
     detail = (
         f"{len(records)} rows, max |error| {max_error:.2e} "
-        f"(tolerance {settings.golden_tolerance:.0e})"
+        f"(tolerance {policy.golden_tolerance:.0e})"
     )
     if champion is not None:
-        theirs = decisions(champion.score_records(records), records, settings.decision)
-        ours = decisions(got, records, settings.decision)
+        theirs = decisions(champion.score_records(records), records, thresholds)
+        ours = decisions(got, records, thresholds)
         flips = sum(a != b for a, b in zip(ours, theirs, strict=True))
         detail += f"; {flips} decision flips vs champion"
-    return GateResult("golden_set", max_error <= settings.golden_tolerance, detail)
+    return GateResult("golden_set", max_error <= policy.golden_tolerance, detail)
 
 
-def metric_gate(candidate: Candidate, champion: Candidate | None, settings: Settings) -> GateResult:
+def metric_gate(
+    candidate: Candidate, champion: Candidate | None, policy: PromotionSettings
+) -> GateResult:
     auc = candidate.metrics.get(TEST_AUC)
     if auc is None:
         return GateResult("metric_floor", False, f"run logged no {TEST_AUC}")
-    floor = settings.promotion_min_test_auc
+    floor = policy.promotion_min_test_auc
     detail = f"{TEST_AUC} {auc:.4f} (floor {floor:.4f})"
     passed = auc >= floor
     if champion is not None and TEST_AUC in champion.metrics:
         theirs = champion.metrics[TEST_AUC]
-        passed = passed and auc >= theirs - settings.promotion_max_auc_drop
+        passed = passed and auc >= theirs - policy.promotion_max_auc_drop
         detail += (
             f"; champion v{champion.version} {theirs:.4f}, "
-            f"max drop {settings.promotion_max_auc_drop}"
+            f"max drop {policy.promotion_max_auc_drop}"
         )
     return GateResult("metric_floor", passed, detail)
 

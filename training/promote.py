@@ -26,11 +26,13 @@ import torch
 from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 
-from credit_risk.champion import ChampionRecord, Promotion, read_champion, write_champion
-from credit_risk.config import Settings
-from runners.loaded_model import LoadedModel, mlflow_folder
+from credit_risk.decision import DecisionThresholds
+from model_artifact.champion import ChampionRecord, Promotion, read_champion, write_champion
+from model_artifact.loaded_model import LoadedModel, mlflow_folder
+from model_artifact.settings import RegistrySettings
 from training.gates import GateResult, contract_gate, dependency_gate, golden_gate, metric_gate
 from training.registry import Candidate, current_alias, resolve
+from training.settings import PromotionSettings
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
@@ -45,9 +47,9 @@ class PromotionReport:
     promoted: bool
 
 
-def bento_tag(candidate: Candidate, settings: Settings) -> str:
+def bento_tag(candidate: Candidate, registry: RegistrySettings) -> str:
     """One BentoML tag per MLflow version, so re-promoting (or rolling back) reuses it."""
-    return f"{settings.bento_model_name}:mlflow-v{candidate.version}"
+    return f"{registry.bento_model_name}:mlflow-v{candidate.version}"
 
 
 def lineage(candidate: Candidate) -> tuple[dict[str, str], dict[str, object]]:
@@ -68,9 +70,11 @@ def lineage(candidate: Candidate) -> tuple[dict[str, str], dict[str, object]]:
     return labels, metadata
 
 
-def import_into_store(candidate: Candidate, settings: Settings) -> tuple[bentoml.Model, bool]:
+def import_into_store(
+    candidate: Candidate, registry: RegistrySettings
+) -> tuple[bentoml.Model, bool]:
     """The BentoML model for the candidate, imported now unless the store has it already."""
-    tag = bento_tag(candidate, settings)
+    tag = bento_tag(candidate, registry)
     try:
         return bentoml.models.get(tag), False
     except NotFound:
@@ -89,26 +93,32 @@ def run_gates(
     candidate: Candidate,
     imported: bentoml.Model,
     champion: Candidate | None,
-    settings: Settings,
+    registry: RegistrySettings,
+    policy: PromotionSettings,
+    thresholds: DecisionThresholds,
 ) -> list[GateResult]:
     loaded = load(imported)
     champion_model = None
     if champion is not None and champion.version != candidate.version:
-        champion_model = load(bentoml.models.get(bento_tag(champion, settings)))
+        champion_model = load(bentoml.models.get(bento_tag(champion, registry)))
     return [
         contract_gate(loaded.bundle),
-        golden_gate(loaded, champion_model, settings),
-        metric_gate(candidate, champion if champion_model else None, settings),
+        golden_gate(loaded, champion_model, policy, thresholds),
+        metric_gate(candidate, champion if champion_model else None, policy),
         dependency_gate(mlflow_folder(imported) / "requirements.txt"),
     ]
 
 
 def record_promotion(
-    candidate: Candidate, tag: str, settings: Settings, forced_reason: str | None, role: Role
+    candidate: Candidate,
+    tag: str,
+    registry: RegistrySettings,
+    forced_reason: str | None,
+    role: Role,
 ) -> None:
     """A champion replaces the current one (which joins the history); a challenger is set
     beside it, to be shadow-scored."""
-    previous = read_champion(settings.champion_file)
+    previous = read_champion(registry.champion_file)
     promotion = Promotion(
         bento_model_tag=tag,
         registered_model=candidate.name,
@@ -124,24 +134,34 @@ def record_promotion(
     else:
         history = [previous.current, *previous.history] if previous else []
         record = ChampionRecord(current=promotion, history=history)
-    write_champion(settings.champion_file, record)
+    write_champion(registry.champion_file, record)
 
 
 def promote(
-    settings: Settings,
+    registry: RegistrySettings,
     version: str | None = None,
     alias: str | None = None,
     force_reason: str | None = None,
     role: Role = "champion",
+    policy: PromotionSettings | None = None,
+    thresholds: DecisionThresholds | None = None,
 ) -> PromotionReport:
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    """Gate policy and decision thresholds come from the environment unless given."""
+    mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
     client = MlflowClient()
-    candidate = resolve(client, settings.registered_model_name, version, alias)
-    champion = current_alias(client, settings.registered_model_name, settings.champion_alias)
-    imported, created = import_into_store(candidate, settings)
+    candidate = resolve(client, registry.registered_model_name, version, alias)
+    champion = current_alias(client, registry.registered_model_name, registry.champion_alias)
+    imported, created = import_into_store(candidate, registry)
     tag = str(imported.tag)
     try:
-        gates = run_gates(candidate, imported, champion, settings)
+        gates = run_gates(
+            candidate,
+            imported,
+            champion,
+            registry,
+            policy or PromotionSettings(),
+            thresholds or DecisionThresholds(),
+        )
     except Exception:
         if created:  # a candidate that cannot even be checked must not stay in the store
             bentoml.models.delete(tag)
@@ -150,24 +170,24 @@ def promote(
         if created:
             bentoml.models.delete(tag)
         return PromotionReport(candidate, tag, gates, promoted=False)
-    alias = settings.champion_alias if role == "champion" else "challenger"
-    client.set_registered_model_alias(settings.registered_model_name, alias, candidate.version)
-    record_promotion(candidate, tag, settings, force_reason, role)
+    alias = registry.champion_alias if role == "champion" else "challenger"
+    client.set_registered_model_alias(registry.registered_model_name, alias, candidate.version)
+    record_promotion(candidate, tag, registry, force_reason, role)
     return PromotionReport(candidate, tag, gates, promoted=True)
 
 
-def rollback(settings: Settings) -> Promotion:
+def rollback(registry: RegistrySettings) -> Promotion:
     """Serve the previous champion again: MLflow alias and served tag move back together."""
-    record = read_champion(settings.champion_file)
+    record = read_champion(registry.champion_file)
     if record is None or not record.history:
         raise LookupError("no previous champion to roll back to")
     previous, *older = record.history
     bentoml.models.get(previous.bento_model_tag)  # still in the store, or NotFound
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
+    mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
     MlflowClient().set_registered_model_alias(
-        previous.registered_model, settings.champion_alias, previous.mlflow_version
+        previous.registered_model, registry.champion_alias, previous.mlflow_version
     )
-    write_champion(settings.champion_file, ChampionRecord(current=previous, history=older))
+    write_champion(registry.champion_file, ChampionRecord(current=previous, history=older))
     return previous
 
 
@@ -199,21 +219,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reason", help="why --force is justified (recorded)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    settings = Settings()
+    registry = RegistrySettings()
 
     if args.action == "history":
-        record = read_champion(settings.champion_file)
+        record = read_champion(registry.champion_file)
         for entry in [record.current, *record.history] if record else []:
             print(f"{entry.promoted_at}  {entry.bento_model_tag}  run={entry.mlflow_run_id}")
         return 0
     if args.action == "rollback":
-        restored = rollback(settings)
+        restored = rollback(registry)
         print(f"ROLLED BACK to {restored.bento_model_tag}; rebuild with `make build`")
         return 0
     if args.force and not args.reason:
         parser.error("--force needs --reason")
     report = promote(
-        settings, args.version, args.alias, args.reason if args.force else None, args.role
+        registry, args.version, args.alias, args.reason if args.force else None, args.role
     )
     print_report(report)
     return 0 if report.promoted else 1

@@ -36,11 +36,14 @@ def resolve(
         if not versions:
             raise LookupError(f"no registered versions of {name!r}; train first")
         model_version = max(versions, key=lambda v: int(v.version))
-    run = client.get_run(model_version.run_id)
+    run_id = model_version.run_id
+    if run_id is None:
+        raise LookupError(f"{name} version {model_version.version} has no training run")
+    run = client.get_run(run_id)
     return Candidate(
         name=name,
         version=str(model_version.version),
-        run_id=model_version.run_id,
+        run_id=run_id,
         metrics=dict(run.data.metrics),
         tags=dict(run.data.tags),
     )

@@ -20,17 +20,18 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from credit_risk.bundle import ModelBundle, write_bundle_files
-from credit_risk.config import REPO_ROOT, Settings, TrainingConfig
 from credit_risk.contract import CONTRACT_VERSION, contract_document
 from credit_risk.features import fit_feature_params, raw_columns_from_records
 from credit_risk.pipeline import records_to_matrix
 from credit_risk.quality import calibration_table, evaluate
 from credit_risk.records import contract_records
-from runners.torch_core import TorchScorer, select_device
+from model_artifact.bundle import ModelBundle, write_bundle_files
+from model_artifact.settings import SOURCE_ROOT, RegistrySettings
+from model_artifact.torch_scorer import TorchScorer, select_device
 from training.data import TARGET, fingerprint, load_credit_data, sample, split
 from training.fit import fit
 from training.reference import reference_statistics
+from training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -55,24 +56,24 @@ def git_commit() -> str:
     """The commit the code was trained from, or ``unknown`` outside a git checkout."""
     try:
         completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True, check=True
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return completed.stdout.strip()
 
 
-def ensure_experiment(settings: Settings) -> None:
+def ensure_experiment(registry: RegistrySettings) -> None:
     """Select the experiment, creating it with the configured artifact location if new."""
     client = mlflow.MlflowClient()
-    if client.get_experiment_by_name(settings.experiment_name) is None:
+    if client.get_experiment_by_name(registry.experiment_name) is None:
         client.create_experiment(
-            settings.experiment_name, artifact_location=settings.mlflow_artifact_location
+            registry.experiment_name, artifact_location=registry.mlflow_artifact_location
         )
-    mlflow.set_experiment(settings.experiment_name)
+    mlflow.set_experiment(registry.experiment_name)
 
 
-def train(config: TrainingConfig, settings: Settings) -> TrainResult:
+def train(config: TrainingConfig, registry: RegistrySettings) -> TrainResult:
     frame = sample(load_credit_data(), config.sample_rows, config.split_seed)
     splits = split(frame, config.split_seed)
     records = {
@@ -104,8 +105,8 @@ def train(config: TrainingConfig, settings: Settings) -> TrainResult:
     )
     data_id = fingerprint(frame)
 
-    mlflow.set_tracking_uri(settings.mlflow_tracking_uri)
-    ensure_experiment(settings)
+    mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
+    ensure_experiment(registry)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as folder:
         mlflow.set_tags(
             {
@@ -140,14 +141,14 @@ def train(config: TrainingConfig, settings: Settings) -> TrainResult:
             signature=infer_signature(example, scorer.predict(example)),
             pip_requirements=pip_requirements(),
             extra_files=[str(path) for path in extra_files],
-            registered_model_name=settings.registered_model_name if config.register_model else None,
+            registered_model_name=registry.registered_model_name if config.register_model else None,
         )
     registered = str(info.registered_model_version) if config.register_model else None
     log.info(
         "run %s: test ROC AUC %.3f, registered %s version %s",
         run.info.run_id,
         metrics["test_roc_auc"],
-        settings.registered_model_name,
+        registry.registered_model_name,
         registered,
     )
     return TrainResult(run.info.run_id, info.model_uri, registered, metrics)
@@ -155,7 +156,7 @@ def train(config: TrainingConfig, settings: Settings) -> TrainResult:
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    result = train(TrainingConfig(), Settings())
+    result = train(TrainingConfig(), RegistrySettings())
     print(
         f"trained run={result.run_id} version={result.registered_version} "
         f"test_roc_auc={result.metrics['test_roc_auc']:.4f} "

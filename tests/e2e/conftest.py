@@ -10,15 +10,17 @@ from pathlib import Path
 import pytest
 from tests_support import serving_env
 
-from credit_risk.config import REPO_ROOT
 from loadtests.server import BENTOML, Server
+from model_artifact.settings import SOURCE_ROOT
 
 BUILD_SOURCES = (
-    "service.py",
     "bentofile.yaml",
     "bentofile.cuda.yaml",
+    "api",
+    "runner",
+    "model_artifact",
+    "monitoring",
     "credit_risk",
-    "runners",
     "requirements",
 )
 
@@ -30,7 +32,7 @@ def build_context(champion, tmp_path_factory) -> Path:
     settings, _, _ = champion
     context = tmp_path_factory.mktemp("build-context")
     for name in BUILD_SOURCES:
-        source = REPO_ROOT / name
+        source = SOURCE_ROOT / name
         if source.is_dir():
             shutil.copytree(source, context / name, ignore=shutil.ignore_patterns("__pycache__"))
         else:

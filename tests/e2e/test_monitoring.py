@@ -13,14 +13,14 @@ import requests
 from mlflow import MlflowClient
 from tests_support import TINY_CONFIG, serving_env
 
-from credit_risk.config import TrainingConfig
-from credit_risk.prediction_log import read_predictions
 from credit_risk.records import contract_records
 from loadtests.burst import burst
 from loadtests.server import Server
+from monitoring.prediction_log import read_predictions
 from training.data import load_credit_data, split
 from training.promote import import_into_store
 from training.registry import resolve
+from training.settings import TrainingConfig
 from training.train import train
 
 JSON = {"content-type": "application/json"}

@@ -133,7 +133,7 @@ def test_model_contract_health_and_metrics_endpoints(server, champion):
 
 def test_zero_errors_under_concurrency_past_the_session_renewal_point(server, make_record):
     """16 concurrent connections, 1,200 requests: far past BentoML's 100-request client-session
-    renewal that used to drop in-flight runner calls (see runners/model_runner.py)."""
+    renewal that used to drop in-flight runner calls (see runner/service.py)."""
     body = json.dumps({"applications": [make_record()]}).encode()
     result = burst(f"{server.url}/score", body, connections=16, per_connection=75)
     assert result.outcomes == {"200": 1200}

@@ -38,10 +38,10 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
     body = {"applications": [make_record(), make_record(income=None, home=None)]}
     expected = requests.post(f"{server.url}/score", json=body, timeout=10).json()["results"]
 
-    runner = Server("runners.model_runner:ModelRunner", tmp_path / "runner.log", env, cwd=bento_src)
+    runner = Server("runner.service:ModelRunner", tmp_path / "runner.log", env, cwd=bento_src)
     runner.wait_ready()
     api = Server(
-        "service:CreditRiskAPI",
+        "api.service:CreditRiskAPI",
         tmp_path / "api.log",
         env | {"CREDIT_RISK_RUNNER_URL": runner.url, "CREDIT_RISK_API_MAX_CONCURRENCY": "2"},
         cwd=bento_src,

@@ -8,15 +8,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from batch.score import main
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, Application
 from credit_risk.records import contract_records
-from runners.batch_score import main
 from training.data import TARGET, load_credit_data, split
 
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_batch_scoring_matches_online_path_and_rejects_bad_rows(champion, tmp_path, suffix, capsys):
-    from service import CreditRiskAPI
+    from api.service import CreditRiskAPI
 
     _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test.drop(columns=[TARGET])

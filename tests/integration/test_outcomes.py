@@ -10,13 +10,13 @@ import pandas as pd
 import pytest
 
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, Application
-from credit_risk.outcomes import main
 from credit_risk.records import contract_records
+from monitoring.outcomes import main
 from training.data import TARGET, load_credit_data, split
 
 
 def test_joined_outcomes_reproduce_the_logged_test_auc(champion, tmp_path, capsys):
-    from service import CreditRiskAPI
+    from api.service import CreditRiskAPI
 
     _, result, _ = champion
     test_rows = split(load_credit_data(), seed=42).test

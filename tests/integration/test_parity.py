@@ -9,12 +9,12 @@ import bentoml
 import numpy as np
 import torch
 
-from credit_risk.bundle import read_bundle
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ScoreRequest
 from credit_risk.pipeline import records_to_matrix
 from credit_risk.records import contract_records
-from runners.loaded_model import mlflow_folder
-from runners.torch_core import TorchScorer, load_exported_module
+from model_artifact.bundle import read_bundle
+from model_artifact.loaded_model import mlflow_folder
+from model_artifact.torch_scorer import TorchScorer, load_exported_module
 from training.data import load_credit_data, split
 
 
@@ -32,7 +32,7 @@ class SpyRunner:
 
 
 def test_service_path_reproduces_training_matrix_and_probabilities(champion):
-    from service import CreditRiskAPI
+    from api.service import CreditRiskAPI
 
     _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test  # the split training used (seed 42)
@@ -47,8 +47,8 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     training_probabilities = trained.predict(training_matrix)
 
     api = CreditRiskAPI()
-    spy = SpyRunner(api.runner)
-    api.runner = spy
+    spy = SpyRunner(api.scorer.runner)
+    api.scorer.runner = spy  # the remote scorer's client: what crosses the runner hop
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]

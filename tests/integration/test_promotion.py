@@ -13,10 +13,10 @@ from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 from tests_support import TINY_CONFIG
 
-from credit_risk.champion import read_champion
-from credit_risk.config import TrainingConfig
+from model_artifact.champion import read_champion, resolve_served_tags
 from training.promote import bento_tag, main, promote, rollback
 from training.registry import resolve
+from training.settings import PromotionSettings, TrainingConfig
 from training.train import train
 
 
@@ -57,7 +57,7 @@ def test_promoted_model_carries_lineage_and_is_the_served_champion(champion):
         "dependency_parity",
     ]
     assert all(g.passed for g in report.gates)
-    assert settings.served_model_tag() == report.bento_model_tag
+    assert resolve_served_tags(settings).champion == report.bento_model_tag
     client = MlflowClient()
     assert client.get_model_version_by_alias("credit-risk", "champion").run_id == result.run_id
 
@@ -95,8 +95,9 @@ def test_bad_candidate_is_refused_and_stores_unchanged(
         edit_bundle_file(settings, candidate.registered_version, *tamper)
     before = store_state(settings)
     report = promote(
-        settings.model_copy(update={"promotion_min_test_auc": floor}),
+        settings,
         version=candidate.registered_version,
+        policy=PromotionSettings(promotion_min_test_auc=floor),
     )
     assert not report.promoted
     assert [g.name for g in report.gates if not g.passed] == [failing_gate]
@@ -117,21 +118,23 @@ def test_forced_promotion_records_reason_then_rollback_restores_previous(
     champion, candidate, capsys
 ):
     settings, _, report = champion
-    strict = settings.model_copy(update={"promotion_min_test_auc": 0.99})
     forced = promote(
-        strict, version=candidate.registered_version, force_reason="incident 42 hotfix"
+        settings,
+        version=candidate.registered_version,
+        force_reason="incident 42 hotfix",
+        policy=PromotionSettings(promotion_min_test_auc=0.99),
     )
     assert forced.promoted
     record = read_champion(settings.champion_file)
     assert record.current.forced_reason == "incident 42 hotfix"
     assert record.history[0].bento_model_tag == report.bento_model_tag
-    assert settings.served_model_tag() == bento_tag(
+    assert resolve_served_tags(settings).champion == bento_tag(
         resolve(MlflowClient(), "credit-risk", candidate.registered_version), settings
     )
 
     restored = rollback(settings)
     assert restored.bento_model_tag == report.bento_model_tag
-    assert settings.served_model_tag() == report.bento_model_tag
+    assert resolve_served_tags(settings).champion == report.bento_model_tag
     alias = MlflowClient().get_model_version_by_alias("credit-risk", "champion")
     assert str(alias.version) == champion[1].registered_version
 
@@ -159,8 +162,9 @@ def test_challenger_promotion_sets_its_alias_and_leaves_the_champion(champion, c
     local.champion_file.write_text(settings.champion_file.read_text())
     challenger = promote(local, version=candidate.registered_version, role="challenger")
     assert challenger.promoted
-    assert local.served_model_tag() == report.bento_model_tag
-    assert local.challenger_model_tag() == challenger.bento_model_tag
+    served = resolve_served_tags(local)
+    assert served.champion == report.bento_model_tag
+    assert served.challenger == challenger.bento_model_tag
     client = MlflowClient()
     assert str(client.get_model_version_by_alias("credit-risk", "challenger").version) == (
         candidate.registered_version

@@ -9,11 +9,11 @@ import mlflow
 import numpy as np
 from mlflow import MlflowClient
 
-from credit_risk.bundle import BUNDLE_FILES, read_bundle
-from credit_risk.config import TrainingConfig
 from credit_risk.contract import CONTRACT_VERSION
+from model_artifact.bundle import BUNDLE_FILES, read_bundle
 from training.data import TARGET, fingerprint, load_credit_data, split
 from training.fit import fit
+from training.settings import TrainingConfig
 
 
 def test_registered_version_carries_model_signature_bundle_metrics_and_lineage(champion):

@@ -1,45 +1,59 @@
-"""Settings: environment overrides, and the served tag is always a promoted (or named) one."""
+"""Settings per concern: environment overrides, and the served tag is always a promoted (or
+named) one."""
 
 from __future__ import annotations
 
 import pytest
 
-from credit_risk.champion import ChampionRecord, Promotion, write_champion
-from credit_risk.config import Settings
+from model_artifact.champion import ChampionRecord, Promotion, resolve_served_tags, write_champion
+from model_artifact.settings import RegistrySettings
+from runner.settings import WorkerSettings
+from runner.worker import service_logging
+
+PROMOTION = Promotion(
+    bento_model_tag="credit-risk:mlflow-v3",
+    registered_model="credit-risk",
+    mlflow_version="3",
+    mlflow_run_id="r",
+    promoted_at="2026-01-01T00:00:00+00:00",
+)
 
 
 def test_without_champion_or_tag_the_service_refuses_to_guess(tmp_path):
     with pytest.raises(LookupError, match="make promote"):
-        Settings(champion_file=tmp_path / "absent.json").served_model_tag()
+        resolve_served_tags(RegistrySettings(champion_file=tmp_path / "absent.json"))
 
 
 def test_champion_record_names_the_served_tag(tmp_path):
-    promotion = Promotion(
-        bento_model_tag="credit-risk:mlflow-v3",
-        registered_model="credit-risk",
-        mlflow_version="3",
-        mlflow_run_id="r",
-        promoted_at="2026-01-01T00:00:00+00:00",
-    )
-    write_champion(tmp_path / "c.json", ChampionRecord(current=promotion))
-    assert Settings(champion_file=tmp_path / "c.json").served_model_tag() == "credit-risk:mlflow-v3"
+    write_champion(tmp_path / "c.json", ChampionRecord(current=PROMOTION))
+    served = resolve_served_tags(RegistrySettings(champion_file=tmp_path / "c.json"))
+    assert (served.champion, served.challenger) == ("credit-risk:mlflow-v3", None)
 
 
 def test_explicit_tag_wins(monkeypatch, tmp_path):
     monkeypatch.setenv("CREDIT_RISK_MODEL_TAG", "credit-risk:pinned")
-    assert Settings(champion_file=tmp_path / "x.json").served_model_tag() == "credit-risk:pinned"
+    served = resolve_served_tags(RegistrySettings(champion_file=tmp_path / "x.json"))
+    assert served.champion == "credit-risk:pinned"
+
+
+def test_an_empty_challenger_tag_turns_a_recorded_challenger_off(monkeypatch, tmp_path):
+    challenger = PROMOTION.model_copy(update={"bento_model_tag": "credit-risk:mlflow-v4"})
+    write_champion(tmp_path / "c.json", ChampionRecord(current=PROMOTION, challenger=challenger))
+    registry = RegistrySettings(champion_file=tmp_path / "c.json")
+    assert resolve_served_tags(registry).challenger == "credit-risk:mlflow-v4"
+    monkeypatch.setenv("CREDIT_RISK_CHALLENGER_TAG", "")
+    registry = RegistrySettings(champion_file=tmp_path / "c.json")
+    assert resolve_served_tags(registry).challenger is None
 
 
 def test_tracking_uri_defaults_to_local_sqlite_and_env_overrides(monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    assert Settings().mlflow_tracking_uri == "sqlite:///mlflow.db"
+    assert RegistrySettings().mlflow_tracking_uri == "sqlite:///mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://mlflow.internal:5000")
-    assert Settings().mlflow_tracking_uri == "http://mlflow.internal:5000"
+    assert RegistrySettings().mlflow_tracking_uri == "http://mlflow.internal:5000"
 
 
 def test_access_log_is_off_unless_asked_for(monkeypatch):
-    from credit_risk.config import Settings
-
-    assert Settings().service_logging() == {"access": {"enabled": False}}
+    assert service_logging(WorkerSettings()) == {"access": {"enabled": False}}
     monkeypatch.setenv("CREDIT_RISK_ACCESS_LOG", "true")
-    assert Settings().service_logging() == {"access": {"enabled": True}}
+    assert service_logging(WorkerSettings()) == {"access": {"enabled": True}}

@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
-from credit_risk.config import DecisionThresholds
 from credit_risk.contract import Application
-from credit_risk.decision import VERDICTS, decide
+from credit_risk.decision import VERDICTS, DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
 
 THRESHOLDS = DecisionThresholds(approve_below=0.2, decline_at_or_above=0.6)
@@ -56,9 +55,7 @@ def test_policy_flags_do_not_soften_a_decline(make_record):
 def test_thresholds_are_configurable_from_environment(monkeypatch, make_record):
     monkeypatch.setenv("CREDIT_RISK_DECISION__APPROVE_BELOW", "0.5")
     monkeypatch.setenv("CREDIT_RISK_DECISION__DECLINE_AT_OR_ABOVE", "0.9")
-    from credit_risk.config import Settings
-
-    thresholds = Settings().decision
+    thresholds = DecisionThresholds()
     assert decide_one(0.4, make_record(), thresholds).decision == "approve"
 
 

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from credit_risk.config import REPO_ROOT
+from model_artifact.settings import SOURCE_ROOT as REPO_ROOT
 
 MANIFESTS = sorted((REPO_ROOT / "deploy" / "k8s").glob("*.yaml"))
 KUBERNETES_VERSION = "1.30.0"
@@ -47,8 +47,8 @@ def test_two_deployments_from_one_image_with_probes_and_resources():
         assert spec["resources"]["requests"]["cpu"]
     runner = container(deployments["credit-risk-runner"])
     assert runner["resources"]["limits"]["nvidia.com/gpu"] == 1
-    assert "runners.model_runner:ModelRunner" in runner["args"]
-    assert "service:CreditRiskAPI" in container(deployments["credit-risk-api"])["args"]
+    assert "runner.service:ModelRunner" in runner["args"]
+    assert "api.service:CreditRiskAPI" in container(deployments["credit-risk-api"])["args"]
 
 
 def test_api_reaches_the_runner_through_its_service():

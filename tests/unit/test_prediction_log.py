@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
-from credit_risk.metrics import REJECTIONS, count_rejections
-from credit_risk.prediction_log import PredictionLog, read_predictions
+from monitoring.metrics import REJECTIONS, count_rejections
+from monitoring.prediction_log import PredictionLog, read_predictions
 
 
 def row(request_id: str, role: str = "champion") -> dict:
@@ -81,7 +81,7 @@ def test_a_sqlite_log_creates_its_folder(tmp_path):
 
 
 def test_the_default_log_is_an_absolute_path():
-    from credit_risk.config import Settings
+    from monitoring.settings import MonitoringSettings
 
-    default = Settings.model_fields["prediction_log_url"].default
+    default = MonitoringSettings.model_fields["prediction_log_url"].default
     assert default.startswith("sqlite:////")  # same file whatever the working directory

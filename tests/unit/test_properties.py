@@ -10,9 +10,8 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 from strategies import invalid_records, valid_records
 
-from credit_risk.config import DecisionThresholds
 from credit_risk.contract import Application, ScoreRequest
-from credit_risk.decision import decide
+from credit_risk.decision import DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
 from credit_risk.pipeline import records_to_matrix
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from credit_risk.network import TabularMLP
-from runners.torch_core import TorchScorer, load_exported_module, select_device
+from model_artifact.network import TabularMLP
+from model_artifact.torch_scorer import TorchScorer, load_exported_module, select_device
 
 
 def scorer(width: int = 5) -> TorchScorer:
@@ -56,12 +56,12 @@ def test_exported_module_matches_eager_module(tmp_path):
     np.testing.assert_array_equal(exported.predict(matrix), s.predict(matrix))
 
 
-def test_core_imports_no_bentoml_or_mlflow():
+def test_torch_scorer_imports_no_bentoml_or_mlflow():
     import subprocess
     import sys
 
     code = (
-        "import sys, runners.torch_core; "
+        "import sys, model_artifact.torch_scorer; "
         "bad = [m for m in ('bentoml', 'mlflow') if m in sys.modules]; "
         "sys.exit(1 if bad else 0)"
     )

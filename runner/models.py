@@ -1,4 +1,4 @@
-"""What a runner does, wherever it runs: the champion (and a shadow challenger) on one device.
+"""What a runner holds, wherever it runs: the champion (and a shadow challenger) on one device.
 
 The runner service wraps it in BentoML APIs with adaptive batching; with
 ``CREDIT_RISK_RUNNER_MODE=inprocess`` the API service holds one itself and skips the hop.
@@ -12,11 +12,11 @@ import bentoml
 import numpy as np
 import torch
 
-from credit_risk.metrics import RUNNER_BATCH_ROWS
-from runners.loaded_model import LoadedModel
+from model_artifact.loaded_model import LoadedModel
+from monitoring.metrics import RUNNER_BATCH_ROWS
 
 
-class RunnerCore:
+class RunnerModels:
     def __init__(self, champion: LoadedModel, challenger: LoadedModel | None) -> None:
         self.champion = champion
         self.challenger = challenger
@@ -24,7 +24,7 @@ class RunnerCore:
     @classmethod
     def from_refs(
         cls, champion: bentoml.Model, challenger: bentoml.Model | None, device: torch.device
-    ) -> RunnerCore:
+    ) -> RunnerModels:
         load = LoadedModel.from_bento_model
         return cls(load(champion, device), load(challenger, device) if challenger else None)
 

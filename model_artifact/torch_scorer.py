@@ -55,4 +55,5 @@ class TorchScorer:
         tensor = torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))
         with torch.inference_mode():
             probabilities = self.module(tensor.to(self.device, non_blocking=True))
-        return probabilities.reshape(-1).float().cpu().numpy()
+        scores: np.ndarray = probabilities.reshape(-1).float().cpu().numpy()
+        return scores

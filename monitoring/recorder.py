@@ -9,18 +9,22 @@ from typing import Any
 
 import numpy as np
 
-from credit_risk import metrics
-from credit_risk.bundle import ModelBundle
-from credit_risk.config import Settings
 from credit_risk.contract import ScoreResult
-from credit_risk.drift import DriftWindow
-from credit_risk.prediction_log import PredictionLog
+from model_artifact.bundle import ModelBundle
+from monitoring import metrics
+from monitoring.drift import DriftWindow
+from monitoring.prediction_log import PredictionLog
+from monitoring.settings import MonitoringSettings
 
 
 class ServingMonitor:
     def __init__(
-        self, bundle: ModelBundle, model_tag: str, labels: Mapping[str, str], settings: Settings
-    ):
+        self,
+        bundle: ModelBundle,
+        model_tag: str,
+        labels: Mapping[str, str],
+        settings: MonitoringSettings,
+    ) -> None:
         self.params = bundle.feature_params
         self.settings = settings
         self.drift = DriftWindow(bundle.reference, settings.drift_window)
@@ -44,8 +48,6 @@ class ServingMonitor:
         results: Sequence[ScoreResult],
     ) -> None:
         """Metrics, drift window and log rows for one answered batch (no I/O here)."""
-        if not self.settings.monitoring_enabled:
-            return
         probabilities = np.array([r.probability_default for r in results])
         metrics.observe_inputs(raw, self.params)
         metrics.observe_outputs(probabilities.tolist(), [r.decision for r in results])

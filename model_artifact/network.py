@@ -23,7 +23,8 @@ class TabularMLP(nn.Module):
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Raw scores; training uses these with a logits loss for numerical stability."""
-        return self.body(x).squeeze(-1)
+        logits: torch.Tensor = self.body(x).squeeze(-1)
+        return logits
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logits(x))

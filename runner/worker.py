@@ -13,19 +13,24 @@
 from __future__ import annotations
 
 import gc
+from typing import Any
 
 import torch
 
-from credit_risk.config import get_settings
+from runner.settings import WorkerSettings
 
 
-def limit_torch_threads() -> None:
+def limit_torch_threads(settings: WorkerSettings) -> None:
     """Call before the first model call: the pool is sized on first use."""
-    torch.set_num_threads(get_settings().torch_threads)
+    torch.set_num_threads(settings.torch_threads)
 
 
 def freeze_startup_heap() -> None:
     """Call at the very end of start-up, once everything long-lived exists."""
-    if get_settings().gc_freeze_at_startup:
-        gc.collect()
-        gc.freeze()
+    gc.collect()
+    gc.freeze()
+
+
+def service_logging(settings: WorkerSettings) -> dict[str, Any]:
+    """The ``logging`` block of every ``@bentoml.service`` here."""
+    return {"access": {"enabled": settings.access_log}}

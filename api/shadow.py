@@ -16,7 +16,7 @@ from credit_risk.pipeline import raw_to_matrix
 log = logging.getLogger(__name__)
 
 Predict = Callable[[np.ndarray], Awaitable[np.ndarray]]
-Record = Callable[[Sequence[str], list[float]], None]
+RecordScores = Callable[[Sequence[str], list[float]], None]
 
 
 class ShadowBatcher:
@@ -24,7 +24,7 @@ class ShadowBatcher:
         self,
         params: FeatureParams,
         predict: Predict,
-        record: Record,
+        record: RecordScores,
         interval_s: float = 0.1,
         max_rows: int = 256,
     ) -> None:

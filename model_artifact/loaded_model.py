@@ -10,10 +10,10 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from credit_risk.bundle import ModelBundle, read_bundle
 from credit_risk.matrix import to_matrix
 from credit_risk.pipeline import records_to_matrix
-from runners.torch_core import TorchScorer
+from model_artifact.bundle import ModelBundle, read_bundle
+from model_artifact.torch_scorer import TorchScorer
 
 MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model keeps the MLflow model
 
@@ -21,7 +21,8 @@ MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model keeps 
 class StoredModel(Protocol):
     """What is used of a ``bentoml.Model`` (kept structural so torch-only code needs no bentoml)."""
 
-    tag: Any
+    @property
+    def tag(self) -> Any: ...
 
     def path_of(self, item: str) -> str: ...
 

@@ -1,7 +1,7 @@
 """Score a CSV or Parquet file offline with the served model, through the same contract,
 features, torch core and business rules as the online path.
 
-    python -m runners.batch_score applications.csv scored.csv [--rejects rejects.csv]
+    python -m batch.score applications.csv scored.csv [--rejects rejects.csv]
 
 Rows that break the contract do not fail the file: they go to the rejects file with the row
 number, the field and the reason, and every other row is scored.
@@ -14,16 +14,16 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-import bentoml
 import numpy as np
 import pandas as pd
 
-from credit_risk.config import DecisionThresholds, Settings
-from credit_risk.decision import VERDICTS, verdict_codes
+from credit_risk.decision import VERDICTS, DecisionThresholds, verdict_codes
 from credit_risk.pipeline import raw_to_matrix
 from credit_risk.table_contract import validate_table
-from runners.loaded_model import LoadedModel
-from runners.torch_core import select_device
+from model_artifact.champion import load_served_model
+from model_artifact.loaded_model import LoadedModel
+from model_artifact.settings import RegistrySettings
+from model_artifact.torch_scorer import select_device
 
 CHUNK_ROWS = 8192  # bounds the feature block's memory on large files
 # Output columns as categoricals over the verdict table: no per-row strings are built.
@@ -81,27 +81,27 @@ def score_frame(
     return results, pd.DataFrame(table.rejects, columns=["row", "field", "reason"])
 
 
-def load_served_model(settings: Settings) -> LoadedModel:
-    stored = bentoml.models.get(settings.served_model_tag())
-    return LoadedModel.from_bento_model(stored, select_device(settings.runner_device))
-
-
-def score_file(source: Path, output: Path, rejects_path: Path, settings: Settings) -> BatchSummary:
+def score_file(
+    source: Path, output: Path, rejects_path: Path, model: LoadedModel, thresholds: DecisionThresholds
+) -> BatchSummary:
     frame = read_table(source)
-    results, rejects = score_frame(frame, load_served_model(settings), settings.decision)
+    results, rejects = score_frame(frame, model, thresholds)
     write_table(results, output)
     write_table(rejects, rejects_path)
     return BatchSummary(rows=len(frame), scored=len(results), rejected=rejects["row"].nunique())
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m runners.batch_score", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m batch.score", description=__doc__)
     parser.add_argument("input", type=Path, help="CSV or Parquet file of applications")
     parser.add_argument("output", type=Path, help="scored rows (.csv or .parquet)")
     parser.add_argument("--rejects", type=Path, help="refused rows (default: OUTPUT.rejects.csv)")
+    parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     args = parser.parse_args(argv)
     rejects = args.rejects or args.output.with_suffix(".rejects.csv")
-    summary = score_file(args.input, args.output, rejects, Settings())
+    device = select_device(args.device)
+    model = load_served_model(RegistrySettings(), device)
+    summary = score_file(args.input, args.output, rejects, model, DecisionThresholds())
     print(
         f"rows={summary.rows} scored={summary.scored} rejected={summary.rejected} -> {args.output}"
     )

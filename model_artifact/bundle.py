@@ -42,7 +42,8 @@ def read_bundle(mlflow_model_dir: Path) -> ModelBundle:
         raise FileNotFoundError(f"model at {mlflow_model_dir} lacks bundle files {missing}")
 
     def load(name: str) -> dict[str, Any]:
-        return json.loads((folder / name).read_text())
+        content: dict[str, Any] = json.loads((folder / name).read_text())
+        return content
 
     return ModelBundle(
         feature_params=FeatureParams.model_validate(load(FEATURE_PARAMS_FILE)),

@@ -1,7 +1,7 @@
 """Join observed outcomes to the prediction log and report how the live model really does.
 
-    python -m credit_risk.outcomes outcomes.csv [--log-url URL]   # default: the service's log
-                                   [--period 1D] [--out-dir loadtests/reports/outcomes]
+    python -m monitoring.outcomes outcomes.csv [--log-url URL]   # default: the service's log
+                                   [--period 1D] [--out-dir reports/outcomes]
 
 ``outcomes.csv`` has ``request_id`` and ``label`` (1 = defaulted), optionally ``observed_at``.
 Writes ``outcomes.md`` (overall and per-period ROC AUC, log loss, calibration error, score PSI
@@ -19,10 +19,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from credit_risk.config import Settings
-from credit_risk.drift import numeric_shares, psi
-from credit_risk.prediction_log import read_predictions
 from credit_risk.quality import calibration_table, evaluate
+from monitoring.drift import numeric_shares, psi
+from monitoring.prediction_log import read_predictions
+from monitoring.settings import MonitoringSettings
 
 
 @dataclass(frozen=True)
@@ -122,24 +122,25 @@ def reference_for(model_tag: str) -> dict[str, Any] | None:
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from credit_risk.bundle import read_bundle
-    from runners.loaded_model import mlflow_folder
+    from model_artifact.bundle import read_bundle
+    from model_artifact.loaded_model import mlflow_folder
 
     try:
         folder = mlflow_folder(bentoml.models.get(model_tag))
     except NotFound:
         return None
-    return read_bundle(folder).reference["score"]
+    score: dict[str, Any] = read_bundle(folder).reference["score"]
+    return score
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m credit_risk.outcomes", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m monitoring.outcomes", description=__doc__)
     parser.add_argument("outcomes", type=Path, help="CSV with request_id and label")
     parser.add_argument("--log-url", default=None, help="prediction log (default: settings)")
     parser.add_argument("--period", default="1D", help="pandas frequency of the time buckets")
-    parser.add_argument("--out-dir", type=Path, default=Path("loadtests/reports/outcomes"))
+    parser.add_argument("--out-dir", type=Path, default=Path("reports/outcomes"))
     args = parser.parse_args(argv)
-    predictions = pd.DataFrame(read_predictions(args.log_url or Settings().prediction_log_url))
+    predictions = pd.DataFrame(read_predictions(args.log_url or MonitoringSettings().prediction_log_url))
     outcomes = pd.read_csv(args.outcomes, dtype={"request_id": str})
     tags = predictions["model_tag"].unique() if len(predictions) else []
     reference = reference_for(tags[0]) if len(tags) == 1 else None

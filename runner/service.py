@@ -11,21 +11,28 @@ from typing import Any
 import bentoml
 import numpy as np
 
-from credit_risk.config import get_settings
-from runners.core import RunnerCore
-from runners.startup import freeze_startup_heap, limit_torch_threads
-from runners.torch_core import select_device
+from model_artifact.champion import resolve_served_tags
+from model_artifact.settings import RegistrySettings
+from model_artifact.torch_scorer import select_device
+from runner.models import RunnerModels
+from runner.settings import RunnerSettings, WorkerSettings
+from runner.worker import freeze_startup_heap, limit_torch_threads, service_logging
 
-settings = get_settings()
-CHALLENGER_TAG = settings.challenger_model_tag()
+# BentoML packs a service's models from its class attributes, so the tags must be known when
+# the class is defined: this is the one place they are resolved, once per serving process (the
+# API declares the same refs, imported from here).
+SERVED = resolve_served_tags(RegistrySettings())
+CHAMPION_REF = bentoml.models.BentoModel(SERVED.champion)
+CHALLENGER_REF = bentoml.models.BentoModel(SERVED.challenger) if SERVED.challenger else None
+
+settings = RunnerSettings()
+worker = WorkerSettings()
 
 # BentoML 1.4.31-1.4.40 renews its client session every 100 requests (or 300 s) and closes the
 # old one while requests are still in flight on it (ServerDisconnectedError in the caller under
 # concurrency). Renewal exists to rebalance keep-alive connections across replicas; here it is
-# off by default (settings.runner_session_max_requests) and the API retries the idempotent
-# scoring call instead. `python -m loadtests.compare renewal` measures the choices.
+# off by default and the API retries the idempotent scoring call instead (docs/operations.md).
 SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
-
 
 # Adaptive batching: requests are merged on axis 0 up to this size, waiting at most this long.
 batched = bentoml.api(
@@ -35,29 +42,22 @@ batched = bentoml.api(
 )
 
 
-def runner_resources() -> dict[str, Any]:
-    resources: dict[str, Any] = {"cpu": "1"}
-    if settings.runner_device == "cuda":
-        resources["gpu"] = 1
-    return resources
-
-
 @bentoml.service(
     name="credit_risk_runner",
     workers=settings.runner_workers,
-    resources=runner_resources(),
+    resources={"cpu": "1", "gpu": 1} if settings.runner_device == "cuda" else {"cpu": "1"},
     traffic={"timeout": settings.runner_timeout_s},
     runner_connection=SESSION_RENEWAL,
-    logging=settings.service_logging(),
+    logging=service_logging(worker),
 )
 class ModelRunner:
-    model_ref = bentoml.models.BentoModel(settings.served_model_tag())
-    challenger_ref = bentoml.models.BentoModel(CHALLENGER_TAG) if CHALLENGER_TAG else None
+    model_ref = CHAMPION_REF
+    challenger_ref = CHALLENGER_REF
 
     def __init__(self) -> None:
-        limit_torch_threads()
+        limit_torch_threads(worker)
         device = select_device(settings.runner_device)
-        self.core = RunnerCore.from_refs(self.model_ref, self.challenger_ref, device)
+        self.models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
         freeze_startup_heap()
 
     # async: the batch is scored on the event loop, not handed to a thread pool. A batch takes
@@ -65,14 +65,14 @@ class ModelRunner:
     @batched
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, width) float32 -> (n,) default probabilities; requests are merged on axis 0."""
-        return self.core.predict(matrix)
+        return self.models.predict(matrix)
 
     @batched
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         """The shadow challenger's probabilities for a matrix built with its own features."""
-        return self.core.predict_challenger(matrix)
+        return self.models.predict_challenger(matrix)
 
     @bentoml.api
     def describe(self) -> dict[str, Any]:
         """What this runner serves, for the API's ``GET /model`` and readiness."""
-        return self.core.describe()
+        return self.models.describe()

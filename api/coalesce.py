@@ -43,7 +43,8 @@ class Coalescer:
     def dispatch(self) -> None:
         self.dispatch_scheduled = False
         while self.waiting and self.in_flight < self.max_in_flight:
-            batch, rows = [], 0
+            batch: list[Waiting] = []
+            rows = 0
             while self.waiting and (not batch or rows + len(self.waiting[0][0]) <= self.max_rows):
                 rows += len(self.waiting[0][0])
                 batch.append(self.waiting.popleft())

@@ -43,9 +43,10 @@ class PredictionLog:
 
     def __init__(self, url: str, batch_rows: int = 500, flush_interval_s: float = 1.0) -> None:
         location = sa.engine.make_url(url)
-        on_disk = location.database not in (None, "", ":memory:")
+        database = location.database
+        on_disk = database is not None and database not in ("", ":memory:")
         if location.get_backend_name() == "sqlite" and on_disk:  # SQLite makes no folders
-            Path(location.database).parent.mkdir(parents=True, exist_ok=True)
+            Path(str(database)).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url)
         METADATA.create_all(self.engine)
         self.batch_rows = batch_rows

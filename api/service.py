@@ -1,0 +1,171 @@
+"""The credit-risk API service (CPU): validate -> features -> await scorer -> decide -> answer
+-> record. Each step is a call into its own module; this file wires them. The scorer is chosen
+once at start-up: the runner service through ``bentoml.depends`` (spawned locally, or a URL from
+``CREDIT_RISK_RUNNER_URL`` when deployed apart), or the models in this process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from functools import partial
+from typing import Annotated, Any
+
+import bentoml
+from fastapi import FastAPI
+from pydantic import Field
+
+from api.answers import answers
+from api.guard import RequestGuard
+from api.scorer import LocalScorer, RemoteScorer, Scorer
+from api.settings import ApiSettings
+from api.shadow import ShadowBatcher
+from credit_risk.contract import (
+    MAX_APPLICATIONS_PER_REQUEST,
+    Application,
+    ScoreResponse,
+    contract_document,
+)
+from credit_risk.decision import DecisionThresholds, decide
+from credit_risk.features import raw_columns_from_records
+from credit_risk.pipeline import raw_to_matrix
+from model_artifact.bundle import read_bundle
+from model_artifact.loaded_model import mlflow_folder
+from model_artifact.torch_scorer import select_device
+from monitoring.metrics import count_rejections
+from monitoring.recorder import ServingMonitor
+from monitoring.settings import MonitoringSettings
+from runner.models import RunnerModels
+from runner.service import CHALLENGER_REF, CHAMPION_REF, ModelRunner
+from runner.settings import RunnerSettings, WorkerSettings
+from runner.worker import freeze_startup_heap, limit_torch_threads, service_logging
+
+settings = ApiSettings()
+runner_settings = RunnerSettings()
+worker = WorkerSettings()
+monitoring = MonitoringSettings()
+thresholds = DecisionThresholds()
+info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+
+Applications = Annotated[
+    list[Application], Field(min_length=1, max_length=MAX_APPLICATIONS_PER_REQUEST)
+]
+
+
+@bentoml.asgi_app(info_app, path="/")
+@bentoml.service(
+    name="credit_risk_api",
+    workers=settings.api_workers,
+    resources={"cpu": "1"},
+    traffic={"timeout": settings.api_timeout_s},  # in-flight bound: RequestGuard below
+    logging=service_logging(worker),
+)
+class CreditRiskAPI:
+    model_ref = CHAMPION_REF
+    challenger_ref = CHALLENGER_REF
+    runner = (
+        bentoml.depends(ModelRunner, url=settings.runner_url)
+        if settings.runner_mode == "remote"
+        else None
+    )
+
+    def __init__(self) -> None:
+        limit_torch_threads(worker)
+        self.model_tag = str(self.model_ref.tag)
+        bundle = read_bundle(mlflow_folder(self.model_ref))
+        self.params = bundle.feature_params
+        self.contract_version = bundle.contract["version"]
+        self.scorer = self.choose_scorer()
+        self.monitor = ServingMonitor(bundle, self.model_tag, self.model_ref.info.labels, monitoring)
+        self.shadow = self.shadow_batcher()
+        self.background: list[asyncio.Task[None]] = []
+        freeze_startup_heap()
+
+    def choose_scorer(self) -> Scorer:
+        max_rows = runner_settings.runner_max_batch_size
+        if self.runner is None:
+            device = select_device("cpu")
+            models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
+            return LocalScorer(models, max_rows)
+        return RemoteScorer(
+            self.runner, max_rows, settings.api_runner_calls_in_flight, settings.runner_retries
+        )
+
+    def shadow_batcher(self) -> ShadowBatcher | None:
+        """The challenger scored off the request path, through its own fitted features."""
+        if self.challenger_ref is None:
+            return None
+        return ShadowBatcher(
+            read_bundle(mlflow_folder(self.challenger_ref)).feature_params,
+            self.scorer.predict_challenger,
+            partial(self.monitor.record_challenger, model_tag=str(self.challenger_ref.tag)),
+            max_rows=runner_settings.runner_max_batch_size,
+        )
+
+    @bentoml.api(route="/score")
+    async def score(self, applications: Applications) -> ScoreResponse:
+        """Score a batch of applications; each answer carries its request id and model tag."""
+        records = [application.model_dump() for application in applications]
+        raw = raw_columns_from_records(records)
+        probabilities = await self.scorer.predict(raw_to_matrix(raw, self.params))
+        verdicts = decide(probabilities, raw, thresholds)
+        results = answers(applications, probabilities, verdicts, self.model_tag)
+        self.monitor.record_answers(raw, records, results)
+        if self.shadow is not None:
+            self.shadow.add(raw, [result.request_id for result in results])
+        return ScoreResponse(results=results)
+
+    @bentoml.on_startup
+    async def start_background(self) -> None:
+        """Drift gauges and shadow scoring, inside the serving loop and off the request path."""
+        self.background.append(asyncio.create_task(self.refresh_drift()))
+        if self.shadow is not None:
+            self.background.append(asyncio.create_task(self.shadow.run()))
+
+    async def refresh_drift(self) -> None:
+        """Keep the drift gauges current without touching any scoring request."""
+        while True:
+            await asyncio.sleep(monitoring.drift_refresh_s)
+            # tens of ms over a full window: off the event loop, so no request waits on it
+            await asyncio.to_thread(self.monitor.drift_report)
+
+    @bentoml.on_shutdown
+    async def drain(self) -> None:
+        """Score queued shadow rows, then flush the prediction log: a clean stop loses nothing."""
+        for task in self.background:
+            task.cancel()
+        if self.shadow is not None:
+            await self.shadow.flush()
+        self.monitor.close()
+
+    @info_app.get("/model")
+    async def model(self) -> dict[str, Any]:
+        """Lineage of the live model: BentoML tag, MLflow run and version, metrics, runner."""
+        return {
+            "model_tag": self.model_tag,
+            "labels": dict(self.model_ref.info.labels),
+            "metadata": self.model_ref.info.metadata,
+            "challenger_tag": str(self.challenger_ref.tag) if self.challenger_ref else None,
+            "runner": await self.scorer.describe(),
+            "runner_mode": settings.runner_mode,
+            "contract_version": self.contract_version,
+            "decision_thresholds": thresholds.model_dump(),
+        }
+
+    @info_app.get("/contract")
+    async def contract(self) -> dict[str, Any]:
+        """The request contract this service enforces (also in the OpenAPI schema)."""
+        return contract_document()
+
+    @info_app.get("/drift")
+    async def drift(self) -> dict[str, Any]:
+        """PSI per contract field and for the score, live window vs training reference."""
+        return self.monitor.drift_report()
+
+
+# bentoml's decorators are typed as returning the class, not the Service they build
+CreditRiskAPI.add_asgi_middleware(  # type: ignore[attr-defined]
+    RequestGuard,
+    paths=("/score",),
+    max_in_flight=settings.api_max_concurrency,
+    on_rejected=count_rejections,
+)

@@ -1,0 +1,29 @@
+"""The API service's knobs (env ``CREDIT_RISK_*``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ApiSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_", extra="ignore")
+
+    runner_mode: Literal["remote", "inprocess"] = Field(
+        "remote",
+        description="`inprocess`: the API scores itself, no runner hop (CPU-only deployments).",
+    )
+    runner_url: str | None = Field(
+        None, description="URL of a separately deployed runner (unset: spawned locally)."
+    )
+    runner_retries: int = Field(2, ge=0, description="Retries of the idempotent runner call.")
+    api_workers: int = Field(1, ge=1, description="API worker processes.")
+    api_max_concurrency: int = Field(
+        64, ge=1, description="Scoring requests in flight per worker before 503 + Retry-After."
+    )
+    api_timeout_s: float = Field(15.0, gt=0, description="API request timeout.")
+    api_runner_calls_in_flight: int = Field(
+        2, ge=1, description="Model calls in flight per API worker; later requests share one."
+    )

@@ -1,0 +1,1 @@
+"""The model runner service: the network on its device, adaptive batching, scaled on its own."""

@@ -1,0 +1,46 @@
+"""The model runner's knobs, and the worker-process knobs every serving process shares
+(env ``CREDIT_RISK_*``)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+_ENV = SettingsConfigDict(env_prefix="CREDIT_RISK_", extra="ignore")
+
+
+class RunnerSettings(BaseSettings):
+    """The runner service: device, workers, adaptive batching, and how the API connects."""
+
+    model_config = _ENV
+
+    runner_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="`cpu`, `cuda`, or `auto` (CUDA when present)."
+    )
+    runner_workers: int = Field(1, ge=1, description="Runner worker processes.")
+    runner_max_batch_size: int = Field(
+        256, ge=1, description="Most rows per model call (runner batching and API coalescing)."
+    )
+    runner_max_latency_ms: int = Field(
+        200, ge=1, description="Adaptive batching's latency budget."
+    )
+    runner_timeout_s: float = Field(10.0, gt=0, description="Runner request timeout.")
+    runner_session_max_requests: int = Field(
+        2**31 - 1,
+        ge=1,
+        description="Requests before the API renews its runner connection (off: renewal drops "
+        "calls in flight in BentoML 1.4.31-1.4.40; docs/operations.md).",
+    )
+
+
+class WorkerSettings(BaseSettings):
+    """Per-process settings of every serving worker, API and runner alike."""
+
+    model_config = _ENV
+
+    torch_threads: int = Field(
+        1, ge=1, description="Torch intra-op threads per worker (scale workers, not threads)."
+    )
+    access_log: bool = Field(False, description="BentoML's per-request access log line.")

@@ -1,1 +1,0 @@
-"""The model runner service and its torch execution core."""
