@@ -9,10 +9,10 @@ SMOKE_TIME ?= 30s
 REPORTS := loadtests/reports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke bench size size-verify lint rollback
+.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke bench size size-verify lint typecheck rollback
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-10s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
 setup: $(VENV)/.installed ## virtual environment in .venv with the project and its tools
 
@@ -46,7 +46,7 @@ serve: setup ## serve the latest built Bento on PORT (default 3000)
 
 demo: bento serve ## the main job end to end: bento + serve
 
-test: setup ## the whole test suite (unit, integration, end-to-end with real servers)
+test: lint typecheck ## lint, type check, then the whole test suite (unit, integration, e2e)
 	$(BIN)/pytest
 
 test-fast: setup ## unit and integration tests only
@@ -70,3 +70,6 @@ size-verify: setup ## rerun the sizing recommendation at its predicted capacity
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+typecheck: setup ## mypy over the packages (strict on the domain and the model artifact)
+	$(BIN)/mypy

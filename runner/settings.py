@@ -23,15 +23,12 @@ class RunnerSettings(BaseSettings):
     runner_max_batch_size: int = Field(
         256, ge=1, description="Most rows per model call (runner batching and API coalescing)."
     )
-    runner_max_latency_ms: int = Field(
-        200, ge=1, description="Adaptive batching's latency budget."
-    )
+    runner_max_latency_ms: int = Field(200, ge=1, description="Adaptive batching's latency budget.")
     runner_timeout_s: float = Field(10.0, gt=0, description="Runner request timeout.")
     runner_session_max_requests: int = Field(
         2**31 - 1,
         ge=1,
-        description="Requests before the API renews its runner connection (off: renewal drops "
-        "calls in flight in BentoML 1.4.31-1.4.40; docs/operations.md).",
+        description="Requests before the API renews its runner session (docs/operations.md).",
     )
 
 

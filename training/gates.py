@@ -83,8 +83,7 @@ def metric_gate(
         theirs = champion.metrics[TEST_AUC]
         passed = passed and auc >= theirs - policy.promotion_max_auc_drop
         detail += (
-            f"; champion v{champion.version} {theirs:.4f}, "
-            f"max drop {policy.promotion_max_auc_drop}"
+            f"; champion v{champion.version} {theirs:.4f}, max drop {policy.promotion_max_auc_drop}"
         )
     return GateResult("metric_floor", passed, detail)
 

@@ -17,8 +17,7 @@ class TrainingConfig(BaseSettings):
     seed: int = Field(42, description="Weight initialisation and batch order.")
     split_seed: int = Field(
         42,
-        description="Train/validation/test split; fixed so every candidate is measured on the "
-        "same test rows and the promotion gate compares like with like.",
+        description="Data split; fixed, so every candidate is gated on the same test rows.",
     )
     sample_rows: int | None = Field(None, ge=50, description="Subsample for fast runs.")
     hidden: tuple[int, ...] = Field((64,), description="Hidden layer widths of the MLP.")
@@ -44,5 +43,5 @@ class PromotionSettings(BaseSettings):
         0.02, ge=0, le=1, description="Largest test AUC drop allowed against the champion."
     )
     golden_tolerance: float = Field(
-        1e-5, gt=0, description="Largest |probability error| on the golden set after import."
+        1e-5, gt=0, description="Largest absolute probability error of the imported golden set."
     )

@@ -56,7 +56,11 @@ def git_commit() -> str:
     """The commit the code was trained from, or ``unknown`` outside a git checkout."""
     try:
         completed = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=SOURCE_ROOT, capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"],
+            cwd=SOURCE_ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
         )
     except (OSError, subprocess.CalledProcessError):
         return "unknown"

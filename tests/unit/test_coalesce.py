@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from runners.coalesce import Coalescer
+from api.coalesce import Coalescer
 
 
 class Recorder:

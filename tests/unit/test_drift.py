@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from credit_risk.drift import DriftWindow, categorical_shares, numeric_shares, psi
 from credit_risk.features import raw_columns_from_records
 from credit_risk.records import contract_records
+from monitoring.drift import DriftWindow, categorical_shares, numeric_shares, psi
 from training.reference import reference_statistics
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from credit_risk.http_guard import RequestGuard, check_headers
+from api.guard import RequestGuard, check_headers
 
 SCORE_SCOPE = {
     "type": "http",

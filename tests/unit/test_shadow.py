@@ -7,8 +7,8 @@ import asyncio
 
 import numpy as np
 
+from api.shadow import ShadowBatcher
 from credit_risk.features import raw_columns_from_records
-from runners.shadow import ShadowBatcher
 
 
 def test_queued_rows_are_scored_in_chunks_and_recorded_by_request_id(fitted_params, make_record):
