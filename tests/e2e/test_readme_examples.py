@@ -13,14 +13,18 @@ from model_artifact.settings import SOURCE_ROOT
 README_HOST = "http://127.0.0.1:3000"
 
 
-def curl_examples() -> list[tuple[str, str]]:
-    """(command, the comment lines after it) for every curl command in a bash block."""
+def curl_examples() -> tuple[list[str], list[str]]:
+    """Every curl command in a bash block, and the comment lines shown after each."""
     blocks = re.findall(r"```bash\n(.*?)```", (SOURCE_ROOT / "README.md").read_text(), re.S)
-    examples = []
-    for block in blocks:
-        for match in re.finditer(r"^(curl .*?)\n((?:#.*\n)*)", block, re.S | re.M):
-            examples.append((match[1], match[2]))
-    return examples
+    examples: list[tuple[list[str], list[str]]] = []
+    for line in (line for block in blocks for line in block.splitlines()):
+        if line.startswith("curl "):
+            examples.append(([line], []))
+        elif examples and line.startswith("#"):
+            examples[-1][1].append(line)
+        elif examples and not examples[-1][1]:  # the command goes on
+            examples[-1][0].append(line)
+    return ["\n".join(command) for command, _ in examples], ["\n".join(c) for _, c in examples]
 
 
 def run(command: str, url: str) -> str:
@@ -36,11 +40,12 @@ def run(command: str, url: str) -> str:
 
 
 def test_readme_shows_a_good_and_a_bad_request():
-    assert len(curl_examples()) == 2
+    commands, shown = curl_examples()
+    assert len(commands) == len(shown) == 2
 
 
 def test_the_good_request_is_answered_for_every_application(server):
-    command, _ = curl_examples()[0]
+    command = curl_examples()[0][0]
     answer = json.loads(run(command, server.url))
     sent = json.loads((SOURCE_ROOT / "loadtests" / "example_request.json").read_text())
     assert len(answer["results"]) == len(sent["applications"])
@@ -48,7 +53,7 @@ def test_the_good_request_is_answered_for_every_application(server):
 
 
 def test_the_bad_request_names_the_fields_the_readme_shows(server):
-    command, shown = curl_examples()[1]
-    answer = json.loads(run(command, server.url))
-    documented = [json.loads(loc) for loc in re.findall(r'"loc":(\[[^\]]*\])', shown)]
+    commands, comments = curl_examples()
+    answer = json.loads(run(commands[1], server.url))
+    documented = [json.loads(loc) for loc in re.findall(r'"loc":(\[[^\]]*\])', comments[1])]
     assert sorted(map(str, (e["loc"] for e in answer["detail"]))) == sorted(map(str, documented))
