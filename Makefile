@@ -58,14 +58,14 @@ smoke: setup ## headless Locust smoke run against a running server at HOST
 		-u $(SMOKE_USERS) -r $(SMOKE_USERS) -t $(SMOKE_TIME) --only-summary \
 		--csv $(REPORTS)/smoke --html $(REPORTS)/smoke.html --exit-code-on-error 1
 
-bench: setup ## side-by-side serving benchmark vs mlflow models serve and the floors (needs `make bento`)
+bench: setup ## side by side vs mlflow models serve and the floors -> loadtests/reports/bench-<stamp>/ (needs `make bento`)
 	$(BIN)/python -m loadtests.bench
 
-size: setup ## sizing sweep -> loadtests/reports/ (report.md, PNGs, deployment.yaml); needs `make bento`
+size: setup ## sizing sweep -> loadtests/reports/sizing-<stamp>/ (report.md, steps.csv, deployment.yaml); needs `make bento`
 	$(BIN)/python -m loadtests.size
 
-size-verify: setup ## rerun the sizing recommendation at its predicted capacity
-	$(BIN)/python -m loadtests.size --verify
+size-verify: setup ## measure the newest sizing run's recommendation again (RUN=folder for another)
+	$(BIN)/python -m loadtests.size --verify $(if $(RUN),--run $(RUN))
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -75,7 +75,8 @@ class CreditRiskAPI:
         self.params = bundle.feature_params
         self.contract_version = bundle.contract["version"]
         self.scorer = self.choose_scorer()
-        self.monitor = ServingMonitor(bundle, self.model_tag, self.model_ref.info.labels, monitoring)
+        labels = self.model_ref.info.labels
+        self.monitor = ServingMonitor(bundle, self.model_tag, labels, monitoring)
         self.shadow = self.shadow_batcher()
         self.background: list[asyncio.Task[None]] = []
         freeze_startup_heap()

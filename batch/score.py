@@ -1,5 +1,5 @@
 """Score a CSV or Parquet file offline with the served model, through the same contract,
-features, torch core and business rules as the online path.
+features, torch scorer and business rules as the online path.
 
     python -m batch.score applications.csv scored.csv [--rejects rejects.csv]
 
@@ -82,7 +82,11 @@ def score_frame(
 
 
 def score_file(
-    source: Path, output: Path, rejects_path: Path, model: LoadedModel, thresholds: DecisionThresholds
+    source: Path,
+    output: Path,
+    rejects_path: Path,
+    model: LoadedModel,
+    thresholds: DecisionThresholds,
 ) -> BatchSummary:
     frame = read_table(source)
     results, rejects = score_frame(frame, model, thresholds)

@@ -6,17 +6,19 @@
 2. `mlflow models serve` of the champion registered model (`--env-manager local`);
 3. a trivial BentoML endpoint returning a constant (BentoML's floor) and a bare uvicorn ASGI
    app doing the same (the HTTP floor);
-4. in-process: the torch core scoring rows at the runner's batch size (the model floor);
+4. in-process: the TorchScorer scoring rows at the runner's batch size (the model floor);
 5. the batch scoring path over the data set (rows/s).
 
 Closed-loop figures: 16 connections, one application per request, the aiohttp burst client
-(lighter than Locust's HttpUser; it shares the 2 cores with the server, so absolute req/s are
-lower bounds and the ratios are the result). Capacity: open-loop Poisson arrivals raised until
-p99 > 100 ms. Prints a Markdown report and writes it to loadtests/results/.
+(lighter than Locust's HttpUser; it shares the cores with the server, so absolute req/s are
+lower bounds and the ratios are the result). Capacity of the first three: open-loop Poisson
+arrivals, read with the sizing's knee search on a small grid (``GRID``, `loadtests/knee.py`).
+Prints a Markdown report and writes it to loadtests/reports/bench-YYYYMMDD-HHMM/report.md.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
@@ -26,26 +28,42 @@ import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import bentoml
 import numpy as np
 import pandas as pd
 import torch
 
-from credit_risk.config import REPO_ROOT, Settings
+from batch.score import score_frame
+from credit_risk.decision import DecisionThresholds
 from credit_risk.pipeline import records_to_matrix
-from loadtests.burst import BurstResult, burst
-from loadtests.openloop import capacity_at_slo, open_loop
+from loadtests import knee, measure, runs
+from loadtests.burst import burst
+from loadtests.load_result import LoadResult
 from loadtests.server import NO_CHALLENGER, Server
 from loadtests.traffic import application_pool
-from runners.batch_score import load_served_model, score_frame
+from model_artifact.champion import load_served_model
+from model_artifact.loaded_model import LoadedModel
+from model_artifact.settings import SOURCE_ROOT, RegistrySettings
+from model_artifact.torch_scorer import select_device
+from runner.settings import RunnerSettings
 
 CONNECTIONS = 16
 PER_CONNECTION = 150
 SLO_P99_MS = 100.0
-STEP_S = 8.0
+# The capacity search: 6 s steps from 50 req/s by x1.25 until p99 passes the SLO (a break is
+# run once more), then two bisections of the knee; about a minute and a half per system.
+GRID: dict[str, Any] = {
+    "slos_p99_ms": [SLO_P99_MS],
+    "start_rps": 50,
+    "growth": 1.25,
+    "max_rps": 5000,
+    "refine_steps": 2,
+    "step_seconds": 6,
+}
 BIN = Path(sys.executable).parent
-RESULTS = REPO_ROOT / "loadtests" / "results"
+TOOL = "bench"  # run folders are loadtests/reports/bench-YYYYMMDD-HHMM
 
 
 @dataclass(frozen=True)
@@ -59,9 +77,12 @@ class System:
     env: tuple[tuple[str, str], ...] = ()
 
 
-def systems(settings: Settings, record: dict[str, object], matrix_row: list[float]) -> list[System]:
+def systems(
+    registry: RegistrySettings, record: dict[str, object], matrix_row: list[float]
+) -> list[System]:
+    """The five servers, each with the body its API takes for one application."""
     score_body = json.dumps({"applications": [record]}).encode()
-    mlflow_uri = f"models:/{settings.registered_model_name}@{settings.champion_alias}"
+    mlflow_uri = f"models:/{registry.registered_model_name}@{registry.champion_alias}"
     return [
         System(
             "project: bentoml serve credit-risk:latest",
@@ -123,7 +144,10 @@ def systems(settings: Settings, record: dict[str, object], matrix_row: list[floa
     ]
 
 
-def measure(system: System, folder: Path, with_capacity: bool) -> tuple[BurstResult, float | None]:
+def measure_system(
+    system: System, folder: Path, with_capacity: bool
+) -> tuple[LoadResult, float | None]:
+    """The closed-loop burst (after a warm-up burst), then the capacity at the SLO if asked."""
     server = Server(
         system.target,
         folder / f"{abs(hash(system.name))}.log",
@@ -132,7 +156,7 @@ def measure(system: System, folder: Path, with_capacity: bool) -> tuple[BurstRes
         | {"PATH": f"{BIN}:{os.environ['PATH']}"}
         | NO_CHALLENGER
         | dict(system.env),
-        cwd=REPO_ROOT,
+        cwd=SOURCE_ROOT,
         command=system.command,
         ready_path=system.ready_path,
     )
@@ -142,17 +166,14 @@ def measure(system: System, folder: Path, with_capacity: bool) -> tuple[BurstRes
         closed = burst(url, system.body, CONNECTIONS, PER_CONNECTION)
         capacity = None
         if with_capacity:
-            capacity, _ = capacity_at_slo(
-                lambda rate, seed: open_loop(url, system.body, rate, STEP_S, seed),
-                SLO_P99_MS,
-                start_rate=50,
-                factor=1.25,
-            )
+            load = measure.open_loop_load(url, system.body)
+            steps = measure.search(server, load, GRID, system.name)
+            capacity = knee.capacity(steps, SLO_P99_MS)
     return closed, capacity
 
 
-def in_process_rows_per_s(settings: Settings, batch: int) -> float:
-    model = load_served_model(settings)
+def in_process_rows_per_s(model: LoadedModel, batch: int) -> float:
+    """The TorchScorer alone on ``batch``-row matrices, for two seconds."""
     records = list(application_pool()[:batch])
     matrix = records_to_matrix(records, model.bundle.feature_params)
     model.scorer.predict(matrix)
@@ -163,60 +184,76 @@ def in_process_rows_per_s(settings: Settings, batch: int) -> float:
     return calls * batch / (time.perf_counter() - start)
 
 
-def batch_scoring_rows_per_s(settings: Settings) -> float:
-    model = load_served_model(settings)
+def batch_scoring_rows_per_s(model: LoadedModel, thresholds: DecisionThresholds) -> float:
+    """The batch scoring path over the whole data set (after a small warm-up)."""
     frame = pd.DataFrame(list(application_pool()))
-    score_frame(frame[:200], model, settings.decision)
+    score_frame(frame[:200], model, thresholds)
     start = time.perf_counter()
-    results, _ = score_frame(frame, model, settings.decision)
+    results, _ = score_frame(frame, model, thresholds)
     return len(results) / (time.perf_counter() - start)
 
 
-def main() -> None:
-    settings = Settings()
+def method() -> str:
+    return (
+        f"Closed loop: {CONNECTIONS} connections x {PER_CONNECTION} requests, one application "
+        "each, aiohttp client on the same machine. Capacity: open-loop Poisson arrivals, "
+        f"{GRID['step_seconds']} s steps from {GRID['start_rps']} req/s by x{GRID['growth']} "
+        f"until p99 > {SLO_P99_MS:.0f} ms or > {knee.ERROR_BUDGET:.1%} errors (a break is run "
+        f"once more), then {GRID['refine_steps']} bisections; the rate where a line fitted to "
+        f"log(p99) meets {SLO_P99_MS:.0f} ms (`loadtests/knee.py`, as the sizing reads it)."
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m loadtests.bench",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--out", type=Path, default=runs.REPORTS, metavar="FOLDER", help="where run folders go"
+    )
+    args = parser.parse_args(argv)
+    np.seterr(all="ignore")
     torch.set_num_threads(1)  # the runner worker's setting: one core per worker
+    registry = RegistrySettings()
     record = dict(application_pool()[0])
-    model = load_served_model(settings)
+    model = load_served_model(registry, select_device("cpu"))
     matrix_row = records_to_matrix([record], model.bundle.feature_params)[0].tolist()
     machine = (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, torch {torch.__version__}, bentoml {bentoml.__version__}; "
         f"model {model.tag}."
     )
-    method = (
-        f"Closed loop: {CONNECTIONS} connections x {PER_CONNECTION} requests, one application "
-        "each, aiohttp client on the same machine. Capacity: open-loop Poisson arrivals, "
-        f"{STEP_S:.0f} s per step, highest rate with p99 <= {SLO_P99_MS:.0f} ms, < 0.1% errors."
-    )
     lines = [
         f"# Benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         machine,
-        method,
+        method(),
         "",
-        "| system | req/s | p50 ms | p99 ms | non-2xx | capacity at p99 <= 100 ms (req/s) |",
+        "| system | req/s | p50 ms | p99 ms | non-2xx | "
+        f"capacity at p99 <= {SLO_P99_MS:.0f} ms (req/s) |",
         "|---|---|---|---|---|---|",
     ]
     throughput: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as folder:
-        for index, system in enumerate(systems(settings, record, matrix_row)):
-            closed, capacity = measure(system, Path(folder), with_capacity=index < 3)
+        for index, system in enumerate(systems(registry, record, matrix_row)):
+            closed, capacity = measure_system(system, Path(folder), with_capacity=index < 3)
             throughput[system.name] = closed.requests_per_s
-            failures = sum(v for k, v in closed.outcomes.items() if k != "200")
             lines.append(
                 f"| {system.name} | {closed.requests_per_s:.0f} | {closed.percentile_ms(50):.1f} | "
-                f"{closed.percentile_ms(99):.1f} | {failures} | "
+                f"{closed.percentile_ms(99):.1f} | {closed.errors} | "
                 f"{'' if capacity is None else f'{capacity:.0f}'} |"
             )
             print(lines[-1], flush=True)
-    batch_size = settings.runner_max_batch_size
-    in_process = in_process_rows_per_s(settings, batch_size)
-    in_process_single = in_process_rows_per_s(settings, 1)
-    batch = batch_scoring_rows_per_s(settings)
+    batch_size = RunnerSettings().runner_max_batch_size
+    in_process = in_process_rows_per_s(model, batch_size)
+    in_process_single = in_process_rows_per_s(model, 1)
+    batch = batch_scoring_rows_per_s(model, DecisionThresholds())
     project, inprocess, mlflow_serve, trivial, bare = throughput.values()
     lines += [
         "",
-        f"In-process torch core: {in_process:,.0f} rows/s at batch {batch_size}, "
+        f"In-process TorchScorer: {in_process:,.0f} rows/s at batch {batch_size}, "
         f"{in_process_single:,.0f} rows/s at batch 1. Batch scoring path: {batch:,.0f} rows/s.",
         "",
         "| ratio | value | target |",
@@ -226,14 +263,14 @@ def main() -> None:
         f"| project (remote runner) / trivial BentoML | {project / trivial:.2f} | >= 0.60 |",
         f"| project (in-process) / trivial BentoML | {inprocess / trivial:.2f} | >= 0.60 |",
         f"| trivial BentoML / bare uvicorn | {trivial / bare:.2f} | (framework cost) |",
-        f"| batch scoring / in-process core | {batch / in_process:.2f} | >= 0.50 |",
+        f"| batch scoring / in-process scorer | {batch / in_process:.2f} | >= 0.50 |",
     ]
     report = "\n".join(lines) + "\n"
     print(report)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"bench-{datetime.now(UTC):%Y%m%d-%H%M}.md").write_text(report)
+    path = runs.new_run(TOOL, args.out) / "report.md"
+    path.write_text(report)
+    print(f"report: {path}")
 
 
 if __name__ == "__main__":
-    np.seterr(all="ignore")
     main()

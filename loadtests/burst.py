@@ -1,41 +1,24 @@
-"""A closed-loop burst: N connections each sending requests back to back; counts outcomes and
-keeps latencies.
+"""A closed-loop burst: N connections each sending requests back to back.
 
-Used where an exact count matters (zero errors, one log row per answer) and for side-by-side
-comparisons of configurations under identical load; sizing uses Locust.
+Used where an exact count matters (zero errors, one log row per answer), for the benchmark's
+side-by-side throughput under identical load, and to warm a server before it is measured;
+capacity at a latency SLO needs open-loop arrivals instead (``loadtests/openloop.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 
 import aiohttp
-import numpy as np
+
+from loadtests.load_result import LoadResult
 
 JSON = {"content-type": "application/json"}
 
 
-@dataclass
-class BurstResult:
-    outcomes: Counter[str] = field(default_factory=Counter)
-    latencies_s: list[float] = field(default_factory=list)
-    elapsed_s: float = 0.0
-
-    @property
-    def requests_per_s(self) -> float:
-        return sum(self.outcomes.values()) / self.elapsed_s if self.elapsed_s else 0.0
-
-    def percentile_ms(self, q: float) -> float:
-        return (
-            float(np.percentile(self.latencies_s, q) * 1000) if self.latencies_s else float("nan")
-        )
-
-
-async def _burst(url: str, body: bytes, connections: int, per_connection: int) -> BurstResult:
-    result = BurstResult()
+async def _burst(url: str, body: bytes, connections: int, per_connection: int) -> LoadResult:
+    result = LoadResult()
     connector = aiohttp.TCPConnector(limit=connections)
     async with aiohttp.ClientSession(headers=JSON, connector=connector) as session:
 
@@ -56,6 +39,6 @@ async def _burst(url: str, body: bytes, connections: int, per_connection: int) -
     return result
 
 
-def burst(url: str, body: bytes, connections: int, per_connection: int) -> BurstResult:
+def burst(url: str, body: bytes, connections: int, per_connection: int) -> LoadResult:
     """Outcome counts (keyed by HTTP status or client exception name) and latencies."""
     return asyncio.run(_burst(url, body, connections, per_connection))

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,15 +20,15 @@ def load_sweeps(folder: Path) -> list[dict[str, Any]]:
     return [json.loads(path.read_text()) for path in sorted(folder.glob(SWEEP_GLOB))]
 
 
-def usd_per_hour(device: str, sweep: dict[str, Any], prices: dict[str, Any]) -> float:
+def usd_per_hour(device: str, sweep: dict[str, Any], prices: Mapping[str, Any]) -> float:
     if device == "cuda":
-        return prices["instances"][GPU_INSTANCE]["usd_per_hour"]
+        return float(prices["instances"][GPU_INSTANCE]["usd_per_hour"])
     instance = prices["instances"][CPU_INSTANCE]
-    return instance["usd_per_hour"] / instance["vcpu"] * sweep["torch_threads"]
+    return float(instance["usd_per_hour"] / instance["vcpu"] * sweep["torch_threads"])
 
 
 def best_rows(
-    sweep: dict[str, Any], prices: dict[str, Any], headroom: float, only_slo: float | None = None
+    sweep: dict[str, Any], prices: Mapping[str, Any], headroom: float, only_slo: float | None = None
 ) -> list[dict[str, Any]]:
     """Per (device, model, SLO): the batching configuration with the most rows/s, its cost per
     million rows at ``headroom`` of capacity, and the single-row call latency."""
@@ -59,7 +60,7 @@ def best_rows(
     return rows
 
 
-def markdown(sweeps: list[dict[str, Any]], prices: dict[str, Any], headroom: float) -> list[str]:
+def markdown(sweeps: list[dict[str, Any]], prices: Mapping[str, Any], headroom: float) -> list[str]:
     if not sweeps:
         return ["No runner sweep is stored (run `python -m loadtests.runner_sweep` on a GPU)."]
     lines: list[str] = []
@@ -106,7 +107,7 @@ def device_verdicts(rows: list[dict[str, Any]]) -> list[str]:
     return verdicts
 
 
-def plot(sweeps: list[dict[str, Any]], prices: dict[str, Any], path: Path) -> None:
+def plot(sweeps: list[dict[str, Any]], prices: Mapping[str, Any], path: Path) -> None:
     """Runner capacity per model and device at the loosest SLO of the latest sweep, log scale."""
     import matplotlib
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import bentoml
 
-from credit_risk.config import get_settings
+from runner.settings import WorkerSettings
+from runner.worker import service_logging
 
 CONSTANT = {"results": [{"probability_default": 0.5, "decision": "review"}]}
 CONSTANT_BYTES = b'{"results":[{"probability_default":0.5,"decision":"review"}]}'
@@ -17,7 +18,7 @@ CONSTANT_BYTES = b'{"results":[{"probability_default":0.5,"decision":"review"}]}
     name="trivial_floor",
     workers=2,
     resources={"cpu": "1"},
-    logging=get_settings().service_logging(),
+    logging=service_logging(WorkerSettings()),
 )
 class TrivialBento:
     """BentoML's own floor: an async endpoint with the same body shape, no work; two workers,

@@ -8,27 +8,34 @@ is within a factor ``BAND`` of the SLO: several steps share the noise, and the a
 depend on where the grid happened to put them. Without steps on both sides of the SLO in that
 band (or with a line that does not rise) it falls back to the highest rate that held below the
 lowest that broke.
+
+``Step`` is one measured step (built from what the load generator saw, plus the server's CPU
+and memory over it); ``Measured`` is one served configuration's steps, read per SLO. The sizing
+sweep, its verification and the benchmark all search and read capacity here.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from loadtests.load_result import LoadResult
+
 ERROR_BUDGET = 0.001
 BAND = 3.0  # steps with p99 within SLO / BAND .. SLO * BAND inform the fitted line
 
 
-def within_error_budget(errors: int, requests: int) -> bool:
-    return errors <= ERROR_BUDGET * requests
-
-
 @dataclass
 class Step:
+    """One load step as measured: offered and achieved rate, latency percentiles (from each
+    scheduled arrival), errors by kind, and the server's CPU (% of one core) and resident memory
+    over it."""
+
     offered_rps: float
     achieved_rps: float
     p50_ms: float
@@ -41,8 +48,32 @@ class Step:
     error_kinds: dict[str, int] = field(default_factory=dict)  # status or exception: count
     window_s: float = 0.0  # how long the step's arrivals ran
 
+    @classmethod
+    def of(
+        cls,
+        rate: float,
+        window_s: float,
+        result: LoadResult,
+        server_cpu_percent: float,
+        server_rss_mb: float,
+    ) -> Step:
+        """The step at ``rate`` from what its generator saw over a ``window_s`` window."""
+        return cls(
+            offered_rps=round(float(rate), 1),
+            achieved_rps=round(result.requests_per_s, 1),
+            p50_ms=round(result.percentile_ms(50), 1),
+            p95_ms=round(result.percentile_ms(95), 1),
+            p99_ms=round(result.percentile_ms(99), 1),
+            errors=result.errors,
+            requests=result.requests,
+            server_cpu_percent=round(server_cpu_percent, 1),
+            server_rss_mb=round(server_rss_mb, 1),
+            error_kinds=result.error_kinds,
+            window_s=window_s,
+        )
+
     def within_error_budget(self) -> bool:
-        return within_error_budget(self.errors, self.requests)
+        return self.errors <= ERROR_BUDGET * self.requests
 
     def held(self, slo_p99_ms: float) -> bool:
         return self.p99_ms <= slo_p99_ms and self.within_error_budget()
@@ -103,3 +134,35 @@ def capacity(steps: list[Step], slo_p99_ms: float) -> float:
     crossing = (math.log(slo_p99_ms) - intercept) / slope
     crossing = min(max(crossing, rates.min()), rates.max())
     return round(float(crossing), 1) if crossing < overload else held
+
+
+@dataclass
+class Measured:
+    """One served configuration (its name, the instance it runs on, its environment) and the
+    steps measured on it; ``slos_p99_ms`` are the SLOs its search looked for."""
+
+    name: str
+    instance: str
+    env: dict[str, str]
+    steps: list[Step] = field(default_factory=list)
+    slos_p99_ms: tuple[float, ...] = ()
+
+    def capacity(self, slo_p99_ms: float) -> float:
+        """Fitted per SLO; a looser SLO never gets less than a tighter one did (each SLO's fit
+        sees its own steps, so two close knees can otherwise come out in the wrong order)."""
+        tighter = [s for s in self.slos_p99_ms if s < slo_p99_ms]
+        return max(capacity(self.steps, s) for s in [*tighter, slo_p99_ms])
+
+    def cpu_ms_per_request(self, slo_p99_ms: float) -> float:
+        """Server CPU per request over the steps from half the capacity to the capacity: the
+        same work costs more CPU time when the shared host is slow, so comparing this between
+        two runs tells drift of the machine from error of the method. Steps past the knee are
+        left out (queueing and shedding cost CPU of their own), and so are light ones (fixed
+        costs dominate), so two ramps on different grids are compared over the same band."""
+        top = self.capacity(slo_p99_ms)
+        costs = [
+            s.server_cpu_percent * 10 / s.achieved_rps
+            for s in self.steps
+            if top / 2 <= s.offered_rps <= top and s.achieved_rps
+        ]
+        return round(statistics.median(costs), 3) if costs else math.nan

@@ -1,4 +1,5 @@
-"""Run the Locust scenario headless and read back what it measured (tests, sizing checks)."""
+"""Run the Locust scenario headless and read back what it measured: the smoke test's plain run,
+and the sizing's paced open-loop steps (``paced_run``)."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from credit_risk.config import REPO_ROOT
-from loadtests.burst import BurstResult
+from loadtests.load_result import LoadResult
 from loadtests.pacing import read_result
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
-LOCUSTFILE = REPO_ROOT / "loadtests" / "locustfile.py"
+LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 RATE_PER_USER = 4.0  # req/s each Poisson-paced user offers, so each is rarely busy
 WARM_UP_S = 2.0  # users spawn and open their connections before the window
 DRAIN_S = 10.0  # the longest a paced run waits for its window's last answers
@@ -27,7 +27,7 @@ class LocustRun:
     stats: dict[str, dict[str, str]]  # Locust's CSV stats rows by name, "Aggregated" included
     exit_code: int
     failure_kinds: Counter[str]  # Locust's failures by message
-    arrivals: BurstResult  # each request's outcome and latency (``--window``: windowed only)
+    arrivals: LoadResult  # each request's outcome and latency (``--window``: windowed only)
 
     @property
     def total(self) -> dict[str, str]:

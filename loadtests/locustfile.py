@@ -10,7 +10,8 @@ the users together are an open-loop Poisson source (``loadtests/pacing.py``): ea
 connection during ``--warm-up`` seconds, then follows its own Poisson schedule of
 ``rate / users`` requests/s through the ``--window`` (the rest of the run when 0), fixed in
 advance and not moved by response times; independent Poisson sources add up to one at the total
-rate. Give it enough users that each is rarely busy (``loadtests/size.py`` uses one per 4 req/s).
+rate. Give it enough users that each is rarely busy (the sizing's ``loadtests/locust_run.py``
+gives one per 4 req/s).
 ``--result-out FILE`` writes every windowed arrival's outcome and latency, timed from its
 scheduled arrival, as JSON (what the sizing judges); Locust's own CSV and HTML stay as usual.
 """
@@ -25,6 +26,8 @@ from pathlib import Path
 import gevent
 from locust import FastHttpUser, events, task
 from locust.argument_parser import LocustArgumentParser
+from locust.contrib.fasthttp import ResponseContextManager
+from locust.env import Environment
 from locust.exception import StopUser
 
 from loadtests.pacing import OK, PoissonSchedule, ScheduledLatencies, Window, write_result
@@ -48,7 +51,7 @@ def _options(parser: LocustArgumentParser) -> None:
 
 
 @events.test_start.add_listener
-def _start(environment, **_: object) -> None:
+def _start(environment: Environment, **_: object) -> None:
     global _record
     application_pool()  # load the data before the clock starts, not inside a request
     options = environment.parsed_options
@@ -59,27 +62,28 @@ def _start(environment, **_: object) -> None:
             gevent.spawn(_quit_when_answered, environment, _record)
 
 
-def _quit_when_answered(environment, record: ScheduledLatencies) -> None:
+def _quit_when_answered(environment: Environment, record: ScheduledLatencies) -> None:
     """End the run once the window is over and its last arrival is answered (``-t`` bounds
     the wait for stragglers)."""
     gevent.sleep(max(0.0, record.window.end - time.monotonic()))
     while record.in_flight:
         gevent.sleep(0.05)
-    environment.runner.quit()
+    if environment.runner is not None:
+        environment.runner.quit()
 
 
 @events.quitting.add_listener
-def _write(environment, **_: object) -> None:
+def _write(environment: Environment, **_: object) -> None:
     options = environment.parsed_options
     if _record and options and options.result_out:
         write_result(_record.close(), Path(options.result_out))
 
 
-def failure_kind(response) -> str:
+def failure_kind(response: ResponseContextManager) -> str:
     """The status, or the client-side error when there was no answer (status 0)."""
     if response.status_code:
         return f"status {response.status_code}"
-    return type(response.error).__name__
+    return type(getattr(response, "error", None)).__name__  # set by Locust when unanswered
 
 
 class CreditApplicant(FastHttpUser):
@@ -121,7 +125,11 @@ class CreditApplicant(FastHttpUser):
     def post_bad(self) -> str:
         kind, body = bad_body(self.rng)
         with self.client.post(
-            "/score", data=body, headers=HEADERS, name=f"/score [bad:{kind}]", catch_response=True
+            "/score",
+            data=body,  # type: ignore[arg-type]  # bytes go out as they are; the hint says str
+            headers=HEADERS,
+            name=f"/score [bad:{kind}]",
+            catch_response=True,
         ) as response:
             if 400 <= response.status_code < 500:
                 response.success()
@@ -132,7 +140,7 @@ class CreditApplicant(FastHttpUser):
     def post_good(self) -> str:
         with self.client.post(
             "/score",
-            data=good_body(self.rng, self.batch_size),
+            data=good_body(self.rng, self.batch_size),  # type: ignore[arg-type]  # as above
             headers=HEADERS,
             catch_response=True,
         ) as response:

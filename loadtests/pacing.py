@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from loadtests.burst import BurstResult
+from loadtests.load_result import LoadResult
 
 OK = "ok"  # the outcome of an arrival answered as the scenario expects
 UNFINISHED = "unfinished"  # the outcome of an arrival still unanswered when the run stopped
@@ -60,7 +60,7 @@ class ScheduledLatencies:
     """Outcome and latency from the scheduled arrival, for every arrival in the window."""
 
     window: Window
-    result: BurstResult = field(default_factory=BurstResult)
+    result: LoadResult = field(default_factory=lambda: LoadResult(ok_outcome=OK))
     in_flight: dict[int, float] = field(default_factory=dict)  # request key -> arrival time
 
     def begin(self, key: int, arrival: float) -> None:
@@ -71,7 +71,7 @@ class ScheduledLatencies:
         self.result.outcomes[outcome] += 1
         self.result.latencies_s.append(time.monotonic() - arrival)
 
-    def close(self) -> BurstResult:
+    def close(self) -> LoadResult:
         """Arrivals of a window still in flight become errors, late by the time waited so far;
         without a window the run's own stop cut them off, so they are not counted."""
         for key in list(self.in_flight):
@@ -83,7 +83,7 @@ class ScheduledLatencies:
         return self.result
 
 
-def write_result(result: BurstResult, path: Path) -> None:
+def write_result(result: LoadResult, path: Path) -> None:
     path.write_text(
         json.dumps(
             {
@@ -95,8 +95,8 @@ def write_result(result: BurstResult, path: Path) -> None:
     )
 
 
-def read_result(path: Path) -> BurstResult:
+def read_result(path: Path) -> LoadResult:
     data = json.loads(path.read_text())
-    result = BurstResult(latencies_s=data["latencies_s"], elapsed_s=data["elapsed_s"])
+    result = LoadResult(latencies_s=data["latencies_s"], elapsed_s=data["elapsed_s"], ok_outcome=OK)
     result.outcomes.update(data["outcomes"])
     return result

@@ -1,4 +1,4 @@
-"""The runner stage alone, per device: batch timings of the torch core, then the capacity of a
+"""The runner stage alone, per device: batch timings of the TorchScorer, then the capacity of a
 batching runner at a latency SLO, for the served model and larger variants of the same network.
 
     python -m loadtests.runner_sweep --model-dir MLFLOW_MODEL_FOLDER --out sweep.json
@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from credit_risk.network import TabularMLP
-from runners.torch_core import TorchScorer, load_exported_module
+from model_artifact.network import TabularMLP
+from model_artifact.torch_scorer import TorchScorer, load_exported_module
 
 BATCH_SIZES = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 LARGER_MODELS: dict[str, tuple[int, ...]] = {"mlp 2x1024": (1024, 1024), "mlp 3x4096": (4096,) * 3}
@@ -90,7 +90,7 @@ class ServiceTimes:
     def ceiling(self, max_batch: int) -> float:
         """The most rows/s any batch size up to ``max_batch`` sustains (median call time)."""
         return max(
-            size / float(np.median(times))
+            int(size) / float(np.median(times))
             for size, times in zip(self.sizes, self.samples, strict=True)
             if size <= max_batch
         )

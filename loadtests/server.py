@@ -20,7 +20,8 @@ NO_CHALLENGER = {"CREDIT_RISK_CHALLENGER_TAG": ""}
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class Server:

@@ -140,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--period", default="1D", help="pandas frequency of the time buckets")
     parser.add_argument("--out-dir", type=Path, default=Path("reports/outcomes"))
     args = parser.parse_args(argv)
-    predictions = pd.DataFrame(read_predictions(args.log_url or MonitoringSettings().prediction_log_url))
+    log_url = args.log_url or MonitoringSettings().prediction_log_url
+    predictions = pd.DataFrame(read_predictions(log_url))
     outcomes = pd.read_csv(args.outcomes, dtype={"request_id": str})
     tags = predictions["model_tag"].unique() if len(predictions) else []
     reference = reference_for(tags[0]) if len(tags) == 1 else None

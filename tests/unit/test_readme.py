@@ -108,7 +108,8 @@ def test_make_targets_the_readme_names_exist():
     ).stdout
     named = set(re.findall(r"`make ([a-z-]+)", README.read_text()))
     available = {line.split()[0] for line in targets.splitlines() if line.strip()}
-    assert named and named <= available, named - available
+    assert named
+    assert named <= available, named - available
 
 
 def test_python_entry_points_the_readme_names_answer_help():

@@ -7,6 +7,7 @@ import pytest
 
 from loadtests import device_sizing
 from loadtests.runner_sweep import ServiceTimes, capacity_rows_per_s, simulate_p99_ms
+from loadtests.runs import RESULTS
 
 PRICES = {
     "instances": {
@@ -74,8 +75,6 @@ def test_verdict_names_the_cheaper_device(gpu_rows, winner):
 
 
 def test_stored_sweeps_render(tmp_path):
-    from loadtests.size import RESULTS
-
     sweeps = device_sizing.load_sweeps(RESULTS)
     assert sweeps, "the GPU sweep measured on a lent H100 is kept in loadtests/results/"
     text = "\n".join(device_sizing.markdown(sweeps, PRICES, 0.7))

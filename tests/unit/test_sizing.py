@@ -1,16 +1,23 @@
-"""Sizing arithmetic: capacity at an SLO from ramp steps, the cheapest replica plan, and the
-deployment values per stage."""
+"""Sizing arithmetic: capacity at an SLO from ramp steps, the cheapest replica plan, the
+deployment values per stage, and the run's report and verification files."""
 
 from __future__ import annotations
 
+import csv
+import json
 import math
+from collections import Counter
 from collections.abc import Callable
 
 import pytest
 
-from loadtests import knee
-from loadtests.knee import Step
-from loadtests.size import Measured, deployment_values, recommend
+from loadtests import knee, runs
+from loadtests.knee import Measured, Step
+from loadtests.load_result import LoadResult
+from loadtests.locust_run import LocustRun
+from loadtests.recommend import deployment_values, recommend, recommend_per_slo
+from loadtests.report import STEP_COLUMNS, write_sizing_report, write_steps
+from loadtests.verify import verification_markdown
 
 GRID = {"target_rps": 1000, "headroom": 0.5}
 PRICES = {"instances": {"cpu-2": {"usd_per_hour": 0.1, "vcpu": 2, "gpu": 0}}}
@@ -94,13 +101,15 @@ def test_paced_users_keep_each_user_rarely_busy():
     assert paced_users(600) == 600 / RATE_PER_USER
 
 
-def test_a_sample_breaks_on_latency_or_error_budget():
-    from loadtests.size import Sample
-
-    fine = Sample(1000, 1000, 5, 20, 90, 5.0, {})
-    assert not fine.breaks(100)
-    assert fine.breaks(50)
-    assert Sample(1000, 998, 5, 20, 30, 5.0, {"status 503": 2}).breaks(100)
+def test_a_step_from_what_the_generator_saw_holds_on_latency_and_error_budget():
+    fine = Step.of(200, 5.0, LoadResult(Counter(ok=1000), [0.09] * 1000, 5.0, "ok"), 80.0, 300)
+    assert (fine.requests, fine.errors, fine.achieved_rps, fine.p99_ms) == (1000, 0, 200, 90)
+    assert fine.held(100)
+    assert not fine.held(50)
+    shed = LoadResult(Counter({"ok": 998, "status 503": 2}), [0.03] * 1000, 5.0, "ok")
+    step = Step.of(200, 5.0, shed, 80.0, 300)
+    assert (step.errors, step.error_kinds) == (2, {"status 503": 2})
+    assert not step.held(100)
 
 
 def test_a_looser_slo_never_gets_less_capacity_than_a_tighter_one():
@@ -163,3 +172,87 @@ def test_the_search_bisects_each_knee_without_rerunning_a_refine_step():
 def test_steps_near_the_slo_at_one_rate_only_fall_back_to_the_bracket():
     steps = ramp("r", {}, [(100, 10, 0), (300, 80, 0), (300, 130, 0), (600, 900, 0)]).steps
     assert knee.capacity(steps, 100) == 100  # 300 broke once: the highest held below it
+
+
+def test_one_recommendation_per_slo_the_tightest_first():
+    fast = ramp("inprocess", {}, [(100, 20, 0), (300, 90, 0), (400, 200, 0), (500, 900, 0)])
+    grid = GRID | {"slos_p99_ms": [250, 100]}
+    options = recommend_per_slo([fast], grid, PRICES)
+    assert [o["slo_p99_ms"] for o in options] == [100, 250]
+    assert recommend_per_slo([ramp("never", {}, [(50, 999, 0)])], grid, PRICES) == []
+
+
+def test_steps_csv_has_one_labelled_row_per_step(tmp_path):
+    shed = Step(300, 290, 20, 80, 140, 3, 1800, 150.0, 900.0, {"status 503": 2, "unfinished": 1})
+    calm = Step(100, 101, 5, 9, 12, 0, 600, 40.0, 880.0, {}, 6)
+    write_steps(tmp_path / "steps.csv", [("a", calm), ("b", shed)])
+    with (tmp_path / "steps.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == STEP_COLUMNS
+    assert [r["configuration"] for r in rows] == ["a", "b"]
+    assert (rows[0]["offered_rps"], rows[0]["p99_ms"], rows[0]["window_s"]) == ("100", "12", "6")
+    assert rows[0]["error_kinds"] == ""
+    assert rows[1]["error_kinds"] == "status 503: 2; unfinished: 1"
+    assert (rows[1]["server_cpu_percent"], rows[1]["server_rss_mb"]) == ("150.0", "900.0")
+
+
+SIZING_GRID = GRID | {"slos_p99_ms": [100, 250], "step_seconds": 6}
+WITH_GPU = {"instances": PRICES["instances"] | {"gpu-h100": {"usd_per_hour": 3, "vcpu": 16}}}
+
+
+def test_the_sizing_report_links_its_steps_instead_of_dumping_them(tmp_path):
+    curve = [(100, 20, 0), (200, 60, 0), (300, 150, 0), (400, 900, 0)]
+    configurations = [ramp("in-process", {"CREDIT_RISK_RUNNER_MODE": "inprocess"}, curve)]
+    runner = ramp("runner alone", {}, curve)
+    options = recommend_per_slo(configurations, SIZING_GRID, WITH_GPU)
+    write_sizing_report(tmp_path, configurations, runner, options, SIZING_GRID, WITH_GPU, "m:v1")
+    report = (tmp_path / "report.md").read_text()
+    assert report.startswith("# Sizing report")
+    assert "model m:v1" in report
+    assert "[steps.csv](steps.csv)" in report
+    assert "offered_rps" not in report  # step data lives in the CSV, not in the report
+    assert "| in-process |" in report
+    assert "| runner alone |" in report
+    with (tmp_path / "steps.csv").open() as handle:
+        assert len(list(csv.DictReader(handle))) == 8
+    assert json.loads((tmp_path / "recommendation.json").read_text()) == options
+    assert "model_tag: m:v1" in (tmp_path / "deployment.yaml").read_text()
+    for plot in ("latency.png", "capacity.png", "runner_devices.png"):
+        assert (tmp_path / plot).stat().st_size > 0
+
+
+def test_the_verification_reads_as_a_report_and_links_its_steps():
+    option = {
+        "configuration": "in-process",
+        "slo_p99_ms": 100,
+        "capacity_rps_per_replica": 300.0,
+        "server_cpu_ms_per_request": 2.0,
+    }
+    curve = [(r, 100 * math.exp((r - 300) / 100), 0) for r in (200, 250, 300, 350)]
+    passes = [Measured("p", "cpu-2", {}, ramp("p", {}, curve).steps, (100,)) for _ in range(3)]
+    at_prediction = ramp("p", {}, [(300, 90, 0), (300, 130, 0)]).steps
+    mixed = LocustRun(
+        {"Aggregated": {"Request Count": "6000", "Failure Count": "0"}},
+        0,
+        Counter(),
+        LoadResult(Counter(ok=6000), [0.05] * 6000, 30.0, "ok"),
+    )
+    text = verification_markdown(option, SIZING_GRID, passes, at_prediction, mixed)
+    assert text.startswith("# Verification of 'in-process' at p99 <= 100 ms")
+    assert "measured again 300 req/s" in text
+    assert "within +/-15%" in text
+    assert "the SLO held in 1 of 2" in text
+    assert "[verification-steps.csv](verification-steps.csv)" in text
+    assert "offered_rps" not in text
+
+
+def test_verify_takes_the_newest_finished_sizing_run(tmp_path):
+    for name in ("sizing-20261123-1452", "sizing-20261124-0900", "sizing-20261125-0800"):
+        (tmp_path / name).mkdir()
+    for name in ("sizing-20261123-1452", "sizing-20261124-0900"):
+        (tmp_path / name / "recommendation.json").write_text("[]")
+    (tmp_path / "bench-20261126-0900").mkdir()  # another tool's run
+    newest = runs.newest_run("sizing", "recommendation.json", tmp_path)
+    assert newest.name == "sizing-20261124-0900"  # the 2026-11-25 run stopped half-way
+    with pytest.raises(FileNotFoundError):
+        runs.newest_run("sizing", "recommendation.json", tmp_path / "none")
