@@ -9,12 +9,28 @@ SMOKE_TIME ?= 30s
 REPORTS := loadtests/reports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup train promote build build-cuda bento serve demo test test-fast smoke bench size size-verify lint typecheck rollback
+.PHONY: help setup promtool train promote build build-cuda bento serve demo test test-fast smoke bench size size-verify lint typecheck rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed ## virtual environment in .venv with the project and its tools
+setup: $(VENV)/.installed promtool ## virtual environment in .venv with the project and its tools, and promtool
+
+# promtool checks and unit-tests deploy/monitoring/alerts.yml (tests/unit/test_alerting.py). Debian's
+# prometheus package ships it; installed as root without starting the Prometheus server it also
+# packages (a policy-rc.d that denies service starts, unless one is there already).
+PROMTOOL_HINT := promtool is missing: install Debian's prometheus package (as root: apt-get update && apt-get install -y --no-install-recommends prometheus) or put promtool on PATH
+promtool: ## promtool on PATH (as root, installs Debian's prometheus package without starting it)
+	@command -v promtool >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then echo "$(PROMTOOL_HINT)" >&2; exit 1; fi; \
+	policy=/usr/sbin/policy-rc.d; own_policy=; \
+	if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' > $$policy && chmod 755 $$policy && own_policy=1; fi; \
+	trap 'if [ -n "$$own_policy" ]; then rm -f /usr/sbin/policy-rc.d; fi' EXIT; \
+	export DEBIAN_FRONTEND=noninteractive; \
+	apt-get update -qq && apt-get install -y -qq --no-install-recommends prometheus >/dev/null || exit 1; \
+	if command -v systemctl >/dev/null 2>&1 && systemctl is-active --quiet prometheus 2>/dev/null; then systemctl stop prometheus; fi; \
+	if [ -x /etc/init.d/prometheus ] && /etc/init.d/prometheus status >/dev/null 2>&1; then /etc/init.d/prometheus stop; fi; \
+	promtool --version | head -n 1
 
 $(VENV)/.installed: pyproject.toml requirements/serving.txt
 	$(PYTHON) -m venv $(VENV)

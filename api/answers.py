@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from credit_risk.contract import Application, ScoreResult
+from credit_risk.contract import Application, PrincipalReason, ScoreResult
 from credit_risk.decision import Verdict
 
 
@@ -16,6 +16,7 @@ def answers(
     applications: Sequence[Application],
     probabilities: np.ndarray,
     verdicts: Sequence[Verdict],
+    principal_reasons: Sequence[list[PrincipalReason]],
     model_tag: str,
 ) -> list[ScoreResult]:
     return [
@@ -24,9 +25,10 @@ def answers(
             probability_default=probability,
             decision=verdict.decision,
             reasons=list(verdict.reasons),
+            principal_reasons=principal,
             model_tag=model_tag,
         )
-        for application, probability, verdict in zip(
-            applications, probabilities.tolist(), verdicts, strict=True
+        for application, probability, verdict, principal in zip(
+            applications, probabilities.tolist(), verdicts, principal_reasons, strict=True
         )
     ]

@@ -32,6 +32,9 @@ class Scorer(Protocol):
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         """The shadow challenger's, for a matrix built with its own features."""
 
+    async def explain(self, matrix: np.ndarray) -> np.ndarray:
+        """The champion's per-column contributions, (n, width) -> (n, width)."""
+
     async def describe(self) -> dict[str, Any]:
         """What scores: tags, device, feature width (for ``GET /model``)."""
 
@@ -51,6 +54,9 @@ class LocalScorer:
 
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         return self.models.predict_challenger(matrix)
+
+    async def explain(self, matrix: np.ndarray) -> np.ndarray:
+        return self.models.explain(matrix)
 
     async def describe(self) -> dict[str, Any]:
         return self.models.describe()
@@ -73,6 +79,9 @@ class RemoteScorer:
 
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(await self.runner.to_async.predict_challenger(matrix))
+
+    async def explain(self, matrix: np.ndarray) -> np.ndarray:
+        return await with_retries(lambda m: self.runner.to_async.explain(m), matrix, self.retries)
 
     async def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = await self.runner.to_async.describe()

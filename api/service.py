@@ -1,16 +1,18 @@
-"""The credit-risk API service (CPU): validate -> features -> await scorer -> decide -> answer
--> record. Each step is a call into its own module; this file wires them. The scorer is chosen
-once at start-up: the runner service through ``bentoml.depends`` (spawned locally, or a URL from
-``CREDIT_RISK_RUNNER_URL`` when deployed apart), or the models in this process.
+"""The credit-risk API service (CPU): validate -> features -> await scorer -> decide -> explain
+-> answer -> record. Each step is a call into its own module; this file wires them. The scorer
+is chosen once at start-up: the runner service through ``bentoml.depends`` (spawned locally, or
+a URL from ``CREDIT_RISK_RUNNER_URL`` when deployed apart), or the models in this process.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from functools import partial
 from typing import Annotated, Any
 
 import bentoml
+import numpy as np
 from fastapi import FastAPI
 from pydantic import Field
 
@@ -22,12 +24,14 @@ from api.shadow import ShadowBatcher
 from credit_risk.contract import (
     MAX_APPLICATIONS_PER_REQUEST,
     Application,
+    PrincipalReason,
     ScoreResponse,
     contract_document,
 )
-from credit_risk.decision import DecisionThresholds, decide
+from credit_risk.decision import DecisionThresholds, Verdict, decide
 from credit_risk.features import raw_columns_from_records
 from credit_risk.pipeline import raw_to_matrix
+from credit_risk.reasons import ReasonCoder, ReasonSettings
 from model_artifact.bundle import read_bundle
 from model_artifact.loaded_model import mlflow_folder
 from model_artifact.torch_scorer import select_device
@@ -44,6 +48,8 @@ runner_settings = RunnerSettings()
 worker = WorkerSettings()
 monitoring = MonitoringSettings()
 thresholds = DecisionThresholds()
+reason_settings = ReasonSettings()
+log = logging.getLogger(__name__)
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 
 Applications = Annotated[
@@ -74,9 +80,12 @@ class CreditRiskAPI:
         bundle = read_bundle(mlflow_folder(self.model_ref))
         self.params = bundle.feature_params
         self.contract_version = bundle.contract["version"]
+        self.reasons = self.reason_coder(bundle.baseline is not None)
         self.scorer = self.choose_scorer()
         labels = self.model_ref.info.labels
-        self.monitor = ServingMonitor(bundle, self.model_tag, labels, monitoring)
+        self.monitor = ServingMonitor(
+            bundle, self.model_tag, labels, monitoring, self.model_ref.info.metadata.get("metrics")
+        )
         self.shadow = self.shadow_batcher()
         self.background: list[asyncio.Task[None]] = []
         freeze_startup_heap()
@@ -91,6 +100,12 @@ class CreditRiskAPI:
             self.runner, max_rows, settings.api_runner_calls_in_flight, settings.runner_retries
         )
 
+    def reason_coder(self, model_explains: bool) -> ReasonCoder | None:
+        if not model_explains:
+            log.warning("%s ships no attribution baseline: no principal reasons", self.model_tag)
+            return None
+        return ReasonCoder(self.params.feature_names, reason_settings)
+
     def shadow_batcher(self) -> ShadowBatcher | None:
         """The challenger scored off the request path, through its own fitted features."""
         if self.challenger_ref is None:
@@ -103,17 +118,31 @@ class CreditRiskAPI:
         )
 
     @bentoml.api(route="/score")
-    async def score(self, applications: Applications) -> ScoreResponse:
-        """Score a batch of applications; each answer carries its request id and model tag."""
+    async def score(self, applications: Applications, explain: bool = False) -> ScoreResponse:
+        """Score a batch of applications; each answer carries its request id, the model tag,
+        and for a review or decline (every application with ``explain``) its principal
+        reasons."""
         records = [application.model_dump() for application in applications]
         raw = raw_columns_from_records(records)
-        probabilities = await self.scorer.predict(raw_to_matrix(raw, self.params))
+        matrix = raw_to_matrix(raw, self.params)
+        probabilities = await self.scorer.predict(matrix)
         verdicts = decide(probabilities, raw, thresholds)
-        results = answers(applications, probabilities, verdicts, self.model_tag)
+        principal = await self.principal_reasons(matrix, verdicts, explain)
+        results = answers(applications, probabilities, verdicts, principal, self.model_tag)
         self.monitor.record_answers(raw, records, results)
         if self.shadow is not None:
             self.shadow.add(raw, [result.request_id for result in results])
         return ScoreResponse(results=results)
+
+    async def principal_reasons(
+        self, matrix: np.ndarray, verdicts: list[Verdict], requested: bool
+    ) -> list[list[PrincipalReason]]:
+        """Attributions from the model stage for the rows that need reasons, as fields."""
+        if self.reasons is None:
+            return [[] for _ in verdicts]
+        rows = self.reasons.rows_to_explain([v.decision for v in verdicts], requested)
+        attributions = await self.scorer.explain(matrix[rows]) if rows.size else matrix[:0]
+        return self.reasons.for_rows(len(verdicts), rows, attributions)
 
     @bentoml.on_startup
     async def start_background(self) -> None:

@@ -18,7 +18,9 @@ import numpy as np
 import pandas as pd
 
 from credit_risk.decision import VERDICTS, DecisionThresholds, verdict_codes
+from credit_risk.features import RawColumns
 from credit_risk.pipeline import raw_to_matrix
+from credit_risk.reasons import ReasonCoder, ReasonSettings, reason_string
 from credit_risk.table_contract import validate_table
 from model_artifact.champion import load_served_model
 from model_artifact.loaded_model import LoadedModel
@@ -50,24 +52,50 @@ def write_table(frame: pd.DataFrame, path: Path) -> None:
         frame.to_csv(path, index=False)
 
 
+def score_chunk(
+    raw: RawColumns,
+    model: LoadedModel,
+    thresholds: DecisionThresholds,
+    coder: ReasonCoder | None,
+    explain_all: bool,
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Probabilities, verdict codes and principal reasons (one cell each) for one chunk."""
+    matrix = raw_to_matrix(raw, model.bundle.feature_params)
+    probabilities = model.scorer.predict(matrix)
+    codes = verdict_codes(probabilities, raw, thresholds)
+    if coder is None:
+        return probabilities, codes, [""] * len(codes)
+    rows = coder.rows_to_explain([VERDICTS[c].decision for c in codes.tolist()], explain_all)
+    attributions = model.attribute(matrix[rows]) if rows.size else matrix[:0]
+    reasons = coder.for_rows(len(codes), rows, attributions)
+    return probabilities, codes, [reason_string(found) for found in reasons]
+
+
 def score_frame(
-    frame: pd.DataFrame, model: LoadedModel, thresholds: DecisionThresholds
+    frame: pd.DataFrame,
+    model: LoadedModel,
+    thresholds: DecisionThresholds,
+    reasons: ReasonSettings | None = None,
+    explain_all: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, rejects) for one table; results keep the input row number."""
+    """(results, rejects) for one table; results keep the input row number. Principal reasons
+    come from the model as online: for adverse decisions, or every row with ``explain_all``."""
     table = validate_table(frame)
-    params = model.bundle.feature_params
-    probabilities = np.concatenate(
-        [
-            model.scorer.predict(
-                raw_to_matrix(
-                    {f: c[start : start + CHUNK_ROWS] for f, c in table.raw.items()}, params
-                )
-            )
-            for start in range(0, len(table.rows), CHUNK_ROWS)
-        ]
-        or [np.empty(0, dtype=np.float32)]
-    )
-    codes = verdict_codes(probabilities, table.raw, thresholds)
+    coder = None
+    if model.bundle.baseline is not None:
+        coder = ReasonCoder(model.bundle.feature_params.feature_names, reasons or ReasonSettings())
+    chunks = [
+        score_chunk(
+            {f: c[start : start + CHUNK_ROWS] for f, c in table.raw.items()},
+            model,
+            thresholds,
+            coder,
+            explain_all,
+        )
+        for start in range(0, len(table.rows), CHUNK_ROWS)
+    ]
+    probabilities = np.concatenate([c[0] for c in chunks] or [np.empty(0, dtype=np.float32)])
+    codes = np.concatenate([c[1] for c in chunks] or [np.empty(0, dtype=np.intp)])
     results = pd.DataFrame(
         {
             "row": table.rows,
@@ -75,6 +103,7 @@ def score_frame(
             "probability_default": probabilities,
             "decision": pd.Categorical.from_codes(DECISION_OF_VERDICT[codes], DECISION_NAMES),
             "reasons": pd.Categorical.from_codes(codes, REASONS),
+            "principal_reasons": [cell for chunk in chunks for cell in chunk[2]],
             "model_tag": model.tag,
         }
     )
@@ -87,9 +116,10 @@ def score_file(
     rejects_path: Path,
     model: LoadedModel,
     thresholds: DecisionThresholds,
+    explain_all: bool = False,
 ) -> BatchSummary:
     frame = read_table(source)
-    results, rejects = score_frame(frame, model, thresholds)
+    results, rejects = score_frame(frame, model, thresholds, explain_all=explain_all)
     write_table(results, output)
     write_table(rejects, rejects_path)
     return BatchSummary(rows=len(frame), scored=len(results), rejected=rejects["row"].nunique())
@@ -101,11 +131,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("output", type=Path, help="scored rows (.csv or .parquet)")
     parser.add_argument("--rejects", type=Path, help="refused rows (default: OUTPUT.rejects.csv)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument(
+        "--explain-all", action="store_true", help="principal reasons for every row"
+    )
     args = parser.parse_args(argv)
     rejects = args.rejects or args.output.with_suffix(".rejects.csv")
     device = select_device(args.device)
     model = load_served_model(RegistrySettings(), device)
-    summary = score_file(args.input, args.output, rejects, model, DecisionThresholds())
+    summary = score_file(
+        args.input, args.output, rejects, model, DecisionThresholds(), args.explain_all
+    )
     print(
         f"rows={summary.rows} scored={summary.scored} rejected={summary.rejected} -> {args.output}"
     )

@@ -86,13 +86,28 @@ class ScoreRequest(BaseModel):
 Decision = Literal["approve", "review", "decline"]
 
 
+class PrincipalReason(BaseModel):
+    """A contract field that raised this applicant's default probability, and by how much."""
+
+    code: str = Field(description="The contract field, e.g. `income`.")
+    contribution: float = Field(
+        description="Its share of p(applicant) - p(reference applicant), in probability."
+    )
+    text: str = Field(description="Credit policy's wording for the code.")
+
+
 class ScoreResult(BaseModel):
     """The answer for one application."""
 
     request_id: str
     probability_default: float
     decision: Decision
-    reasons: list[str]
+    reasons: list[str] = Field(description="The business rules' verdict: score band, policy.")
+    principal_reasons: list[PrincipalReason] = Field(
+        default_factory=list,
+        description="For review and decline (or when asked): up to four fields that raised "
+        "the default probability, largest first.",
+    )
     model_tag: str
     contract_version: str = CONTRACT_VERSION
 

@@ -1,4 +1,4 @@
-"""`make bench`: the same model served five ways on the same machine, back to back.
+"""`make bench`: the same model served several ways on the same machine, back to back.
 
 1. this project's full pipeline: `bentoml serve credit-risk:latest` (contract, features,
    runner hop, batching, decision, monitoring all on; no shadow challenger, so every system
@@ -7,11 +7,15 @@
 3. a trivial BentoML endpoint returning a constant (BentoML's floor) and a bare uvicorn ASGI
    app doing the same (the HTTP floor);
 4. in-process: the TorchScorer scoring rows at the runner's batch size (the model floor);
-5. the batch scoring path over the data set (rows/s).
+5. the batch scoring path over the data set (rows/s);
+6. the cost of principal reasons: the in-process project answering a declined application,
+   with reasons (the default for a decline) and with them off
+   (``CREDIT_RISK_REASONS_FOR_DECISIONS=requested``), so every request of the pair differs by
+   exactly one attribution.
 
 Closed-loop figures: 16 connections, one application per request, the aiohttp burst client
 (lighter than Locust's HttpUser; it shares the cores with the server, so absolute req/s are
-lower bounds and the ratios are the result). Capacity of the first three: open-loop Poisson
+lower bounds and the ratios are the result). Capacity of all but the floors: open-loop Poisson
 arrivals, read with the sizing's knee search on a small grid (``GRID``, `loadtests/knee.py`).
 Prints a Markdown report and writes it to loadtests/reports/bench-YYYYMMDD-HHMM/report.md.
 """
@@ -64,6 +68,15 @@ GRID: dict[str, Any] = {
 }
 BIN = Path(sys.executable).parent
 TOOL = "bench"  # run folders are loadtests/reports/bench-YYYYMMDD-HHMM
+PROJECT = "project: bentoml serve credit-risk:latest"
+IN_PROCESS = "project, in-process runner, 2 API workers"
+MLFLOW = "mlflow models serve (2 uvicorn workers)"
+TRIVIAL = "trivial BentoML endpoint"
+BARE = "bare uvicorn ASGI endpoint"
+REASONS_ON = "in-process, 2 workers, a decline: principal reasons on"
+REASONS_OFF = "in-process, 2 workers, a decline: principal reasons off"
+FLOORS = (TRIVIAL, BARE)  # no capacity search: they do nothing
+IN_PROCESS_ENV = (("CREDIT_RISK_RUNNER_MODE", "inprocess"), ("CREDIT_RISK_API_WORKERS", "2"))
 
 
 @dataclass(frozen=True)
@@ -78,30 +91,20 @@ class System:
 
 
 def systems(
-    registry: RegistrySettings, record: dict[str, object], matrix_row: list[float]
+    registry: RegistrySettings,
+    record: dict[str, object],
+    matrix_row: list[float],
+    declined: dict[str, object],
 ) -> list[System]:
-    """The five servers, each with the body its API takes for one application."""
+    """The servers, each with the body its API takes for one application."""
     score_body = json.dumps({"applications": [record]}).encode()
+    decline_body = json.dumps({"applications": [declined]}).encode()
     mlflow_uri = f"models:/{registry.registered_model_name}@{registry.champion_alias}"
     return [
+        System(PROJECT, "/score", score_body, target="credit-risk:latest"),
+        System(IN_PROCESS, "/score", score_body, target="credit-risk:latest", env=IN_PROCESS_ENV),
         System(
-            "project: bentoml serve credit-risk:latest",
-            "/score",
-            score_body,
-            target="credit-risk:latest",
-        ),
-        System(
-            "project, in-process runner, 2 API workers",
-            "/score",
-            score_body,
-            target="credit-risk:latest",
-            env=(
-                ("CREDIT_RISK_RUNNER_MODE", "inprocess"),
-                ("CREDIT_RISK_API_WORKERS", "2"),
-            ),
-        ),
-        System(
-            "mlflow models serve (2 uvicorn workers)",
+            MLFLOW,
             "/invocations",
             json.dumps({"inputs": [matrix_row]}).encode(),
             command=[
@@ -121,11 +124,9 @@ def systems(
             ],
             ready_path="/ping",
         ),
+        System(TRIVIAL, "/score", score_body, target="loadtests.floors:TrivialBento"),
         System(
-            "trivial BentoML endpoint", "/score", score_body, target="loadtests.floors:TrivialBento"
-        ),
-        System(
-            "bare uvicorn ASGI endpoint",
+            BARE,
             "/score",
             score_body,
             command=[
@@ -141,7 +142,25 @@ def systems(
             ],
             ready_path="/",
         ),
+        System(REASONS_ON, "/score", decline_body, target="credit-risk:latest", env=IN_PROCESS_ENV),
+        System(
+            REASONS_OFF,
+            "/score",
+            decline_body,
+            target="credit-risk:latest",
+            env=(*IN_PROCESS_ENV, ("CREDIT_RISK_REASONS_FOR_DECISIONS", "requested")),
+        ),
     ]
+
+
+def first_declined(model: LoadedModel, thresholds: DecisionThresholds) -> dict[str, object]:
+    """A real application the served model declines: every request with it needs reasons."""
+    pool = list(application_pool()[:2000])
+    results, _ = score_frame(pd.DataFrame(pool), model, thresholds)
+    declined = results.loc[results["decision"] == "decline", "row"]
+    if declined.empty:
+        raise LookupError("the served model declines none of the first 2,000 applications")
+    return dict(pool[int(declined.iloc[0])])
 
 
 def measure_system(
@@ -236,10 +255,16 @@ def main(argv: list[str] | None = None) -> None:
         "|---|---|---|---|---|---|",
     ]
     throughput: dict[str, float] = {}
+    tail_ms: dict[str, float] = {}
+    thresholds = DecisionThresholds()
+    declined = first_declined(model, thresholds)
     with tempfile.TemporaryDirectory() as folder:
-        for index, system in enumerate(systems(registry, record, matrix_row)):
-            closed, capacity = measure_system(system, Path(folder), with_capacity=index < 3)
+        for system in systems(registry, record, matrix_row, declined):
+            closed, capacity = measure_system(
+                system, Path(folder), with_capacity=system.name not in FLOORS
+            )
             throughput[system.name] = closed.requests_per_s
+            tail_ms[system.name] = closed.percentile_ms(99)
             lines.append(
                 f"| {system.name} | {closed.requests_per_s:.0f} | {closed.percentile_ms(50):.1f} | "
                 f"{closed.percentile_ms(99):.1f} | {closed.errors} | "
@@ -249,8 +274,10 @@ def main(argv: list[str] | None = None) -> None:
     batch_size = RunnerSettings().runner_max_batch_size
     in_process = in_process_rows_per_s(model, batch_size)
     in_process_single = in_process_rows_per_s(model, 1)
-    batch = batch_scoring_rows_per_s(model, DecisionThresholds())
-    project, inprocess, mlflow_serve, trivial, bare = throughput.values()
+    batch = batch_scoring_rows_per_s(model, thresholds)
+    project, inprocess = throughput[PROJECT], throughput[IN_PROCESS]
+    mlflow_serve, trivial, bare = throughput[MLFLOW], throughput[TRIVIAL], throughput[BARE]
+    reasons = throughput[REASONS_ON] / throughput[REASONS_OFF]
     lines += [
         "",
         f"In-process TorchScorer: {in_process:,.0f} rows/s at batch {batch_size}, "
@@ -264,6 +291,9 @@ def main(argv: list[str] | None = None) -> None:
         f"| project (in-process) / trivial BentoML | {inprocess / trivial:.2f} | >= 0.60 |",
         f"| trivial BentoML / bare uvicorn | {trivial / bare:.2f} | (framework cost) |",
         f"| batch scoring / in-process scorer | {batch / in_process:.2f} | >= 0.50 |",
+        f"| a decline with reasons / without (req/s) | {reasons:.2f} | (cost of reasons) |",
+        f"| p99 of a decline with reasons / without | "
+        f"{tail_ms[REASONS_ON] / tail_ms[REASONS_OFF]:.2f} | (cost of reasons) |",
     ]
     report = "\n".join(lines) + "\n"
     print(report)

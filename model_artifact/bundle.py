@@ -1,6 +1,7 @@
 """What travels inside the model artifact besides the weights, so a model never loses its
 preprocessing: fitted feature parameters, the contract it was trained for, the training
-reference statistics (for drift) and a golden set (for promotion).
+reference statistics (for drift), a golden set (for promotion) and the reference applicant
+that reason codes are measured from (the attribution baseline).
 
 They are MLflow ``extra_files`` of the logged model, so ``bentoml.mlflow.import_model`` carries
 them into the BentoML store and ``bentoml build`` into the Bento. Reading them needs neither
@@ -14,12 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from credit_risk.features import FeatureParams
 
 FEATURE_PARAMS_FILE = "feature_params.json"
 CONTRACT_FILE = "contract.json"
 REFERENCE_FILE = "reference_stats.json"
 GOLDEN_FILE = "golden.json"
+BASELINE_FILE = "baseline.json"
 BUNDLE_FILES = (FEATURE_PARAMS_FILE, CONTRACT_FILE, REFERENCE_FILE, GOLDEN_FILE)
 EXTRA_FILES_DIR = "extra_files"
 
@@ -32,6 +36,15 @@ class ModelBundle:
     contract: dict[str, Any]
     reference: dict[str, Any]
     golden: dict[str, Any]
+    # {"features": [width floats], "definition": "..."}; None for a model trained before
+    # reason codes existed, which then answers without principal reasons.
+    baseline: dict[str, Any] | None = None
+
+    def baseline_row(self) -> np.ndarray | None:
+        """The attribution baseline as a float32 (width,) row, if the model ships one."""
+        if self.baseline is None:
+            return None
+        return np.asarray(self.baseline["features"], dtype=np.float32)
 
 
 def read_bundle(mlflow_model_dir: Path) -> ModelBundle:
@@ -50,6 +63,7 @@ def read_bundle(mlflow_model_dir: Path) -> ModelBundle:
         contract=load(CONTRACT_FILE),
         reference=load(REFERENCE_FILE),
         golden=load(GOLDEN_FILE),
+        baseline=load(BASELINE_FILE) if (folder / BASELINE_FILE).is_file() else None,
     )
 
 
@@ -62,6 +76,8 @@ def write_bundle_files(folder: Path, bundle: ModelBundle) -> list[Path]:
         REFERENCE_FILE: bundle.reference,
         GOLDEN_FILE: bundle.golden,
     }
+    if bundle.baseline is not None:
+        contents[BASELINE_FILE] = bundle.baseline
     paths = []
     for name, content in contents.items():
         path = folder / name

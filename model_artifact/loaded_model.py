@@ -53,6 +53,14 @@ class LoadedModel:
         columns before it reaches the network."""
         return self.scorer.predict(to_matrix(matrix, self.bundle.feature_params.feature_names))
 
+    def attribute(self, matrix: np.ndarray) -> np.ndarray:
+        """Each column's contribution to the probability against the shipped baseline."""
+        baseline = self.bundle.baseline_row()
+        if baseline is None:
+            raise LookupError(f"model {self.tag} ships no attribution baseline: retrain it")
+        columns = self.bundle.feature_params.feature_names
+        return self.scorer.attribute(to_matrix(matrix, columns), baseline)
+
     def score_records(self, records: list[dict[str, object]]) -> np.ndarray:
         """Contract records to probabilities through the one shared feature pipeline."""
         return self.scorer.predict(records_to_matrix(records, self.bundle.feature_params))

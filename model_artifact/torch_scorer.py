@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model_artifact.attribution import attribute
+
 # Where ``mlflow.pytorch`` (pt2 format) puts the ``torch.export`` archive in a model folder.
 EXPORTED_PROGRAM_PATH = Path("data") / "model.pt2"
 
@@ -47,6 +49,10 @@ class TorchScorer:
         cls, mlflow_model_dir: Path, device: torch.device, width: int
     ) -> TorchScorer:
         return cls(load_exported_module(mlflow_model_dir), device, width)
+
+    def attribute(self, matrix: np.ndarray, baseline: np.ndarray) -> np.ndarray:
+        """(n, width) Integrated Gradients contributions against ``baseline`` (width,)."""
+        return attribute(self.module, matrix, baseline, self.device)
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """(n, width) float32 -> (n,) float32 probabilities; n may be 0."""

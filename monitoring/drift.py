@@ -78,6 +78,10 @@ class DriftWindow:
         self.cursor = (self.cursor + rows) % self.capacity
         self.size = min(self.size + rows, self.capacity)
 
+    def live_scores(self) -> np.ndarray:
+        """The window's scores (a copy, in no particular order), for the performance estimate."""
+        return self.scores[: self.size].copy()
+
     def report(self, threshold: float, min_window: int = 1) -> dict[str, Any]:
         """PSI per contract field and for the score, with the window size and alerts; no
         alerts until ``min_window`` rows, since PSI on a handful of rows is noise."""

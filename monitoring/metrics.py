@@ -71,6 +71,47 @@ DRIFT_ALERT = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# Performance before labels (monitoring/estimate.py): refreshed with the drift gauges; the
+# training values are set once per process, so alert rules can compare the two.
+ESTIMATED_ROC_AUC = Gauge(
+    "credit_risk_estimated_roc_auc",
+    "Expected ROC AUC of the live window, estimated from the calibrated scores (no labels).",
+    multiprocess_mode="mostrecent",
+)
+ESTIMATED_DEFAULT_RATE = Gauge(
+    "credit_risk_estimated_default_rate",
+    "Expected default rate of the live window: the mean predicted probability.",
+    multiprocess_mode="mostrecent",
+)
+TRAINING_ROC_AUC = Gauge(
+    "credit_risk_training_roc_auc",
+    "Realized ROC AUC of the served model on its test split at training time.",
+    multiprocess_mode="mostrecent",
+)
+TRAINING_DEFAULT_RATE = Gauge(
+    "credit_risk_training_default_rate",
+    "Realized default rate of the served model's test split at training time.",
+    multiprocess_mode="mostrecent",
+)
+TRAINING_ESTIMATED_ROC_AUC = Gauge(
+    "credit_risk_training_estimated_roc_auc",
+    "The same label-free estimate on the test split at training time: what the live estimate "
+    "is compared to, so a model's own calibration error does not read as a drop.",
+    multiprocess_mode="mostrecent",
+)
+ESTIMATED_AUC_ALERT = Gauge(
+    "credit_risk_estimated_auc_alert",
+    "1 when the estimated ROC AUC is more than the allowed drop below training's.",
+    multiprocess_mode="mostrecent",
+)
+
+
+LOG_BACKLOG = Gauge(
+    "credit_risk_prediction_log_backlog_rows",
+    "Answered rows not yet written to the prediction log.",
+    multiprocess_mode="livesum",
+)
+
 
 def observe_inputs(raw: Mapping[str, np.ndarray], params: FeatureParams) -> None:
     """Missing and out-of-training-range counts per contract field: one pass over the batch's

@@ -19,6 +19,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from monitoring.metrics import LOG_BACKLOG
+
 log = logging.getLogger(__name__)
 
 METADATA = sa.MetaData()
@@ -34,6 +36,7 @@ PREDICTIONS = sa.Table(
     sa.Column("decision", sa.String(16)),
     sa.Column("reasons", sa.String(256)),
     sa.Column("features", sa.JSON, nullable=False, doc="The application as received."),
+    sa.Column("principal_reasons", sa.JSON, doc="Reason codes with contributions, if given."),
 )
 _STOP = object()
 
@@ -49,6 +52,9 @@ class PredictionLog:
             Path(str(database)).parent.mkdir(parents=True, exist_ok=True)
         self.engine = sa.create_engine(url)
         METADATA.create_all(self.engine)
+        add_missing_columns(self.engine)
+        self.backlog = 0  # rows queued and not yet inserted (or dropped)
+        self._backlog_lock = threading.Lock()  # the request thread adds, the writer removes
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
@@ -58,6 +64,7 @@ class PredictionLog:
     def write(self, rows: Sequence[dict[str, Any]]) -> None:
         """Queue rows for insertion; returns at once."""
         self._queue.put(list(rows))
+        self._count_backlog(len(rows))
 
     def close(self) -> None:
         """Insert everything queued so far, then stop the writer."""
@@ -93,6 +100,25 @@ class PredictionLog:
                 connection.execute(PREDICTIONS.insert(), rows)
         except sa.exc.SQLAlchemyError:
             log.exception("prediction log: %d rows could not be written", len(rows))
+        self._count_backlog(-len(rows))
+
+    def _count_backlog(self, change: int) -> None:
+        with self._backlog_lock:
+            self.backlog += change
+            LOG_BACKLOG.set(self.backlog)
+
+
+def add_missing_columns(engine: sa.Engine) -> None:
+    """A log created by an older release lacks newer (nullable) columns: add them, so an
+    upgraded service writes into the same table instead of failing every insert."""
+    present = {column["name"] for column in sa.inspect(engine).get_columns(PREDICTIONS.name)}
+    with engine.begin() as connection:
+        for column in PREDICTIONS.columns:
+            if column.name not in present:
+                kind = column.type.compile(dialect=engine.dialect)
+                connection.execute(
+                    sa.text(f"ALTER TABLE {PREDICTIONS.name} ADD COLUMN {column.name} {kind}")
+                )
 
 
 def read_predictions(url: str, role: str = "champion") -> list[dict[str, Any]]:

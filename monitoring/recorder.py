@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from credit_risk.contract import ScoreResult
+from credit_risk.estimate import estimate_performance, training_performance
 from model_artifact.bundle import ModelBundle
 from monitoring import metrics
 from monitoring.drift import DriftWindow
@@ -24,9 +25,13 @@ class ServingMonitor:
         model_tag: str,
         labels: Mapping[str, str],
         settings: MonitoringSettings,
+        training_metrics: Mapping[str, Any] | None = None,
     ) -> None:
+        """``training_metrics``: what training logged for the model (the BentoML model's
+        ``metadata["metrics"]``), the realized values the label-free estimate is compared to."""
         self.params = bundle.feature_params
         self.settings = settings
+        self.training = training_performance(training_metrics)
         self.drift = DriftWindow(bundle.reference, settings.drift_window)
         self.log = PredictionLog(
             settings.prediction_log_url,
@@ -40,6 +45,9 @@ class ServingMonitor:
             bundle.contract.get("version", "unknown"),
         ).set(1)
         metrics.DRIFT_THRESHOLD.set(settings.drift_psi_alert)
+        metrics.TRAINING_ROC_AUC.set(gauge_value(self.training["roc_auc"]))
+        metrics.TRAINING_DEFAULT_RATE.set(gauge_value(self.training["default_rate"]))
+        metrics.TRAINING_ESTIMATED_ROC_AUC.set(gauge_value(self.training["estimated_roc_auc"]))
 
     def record_answers(
         self,
@@ -63,6 +71,7 @@ class ServingMonitor:
                     "probability_default": result.probability_default,
                     "decision": result.decision,
                     "reasons": "|".join(result.reasons),
+                    "principal_reasons": [r.model_dump() for r in result.principal_reasons],
                     "features": {k: v for k, v in record.items() if k != "request_id"},
                 }
                 for record, result in zip(records, results, strict=True)
@@ -93,8 +102,9 @@ class ServingMonitor:
         self.log.write(rows)
 
     def drift_report(self) -> dict[str, Any]:
-        """Compute drift now and publish it as gauges."""
+        """Compute drift and the label-free performance estimate now; publish both as gauges."""
         report = self.drift.report(self.settings.drift_psi_alert, self.settings.drift_min_window)
+        report["performance"] = self.performance_report()
         metrics.DRIFT_WINDOW.set(report["window"])
         for field, values in report["features"].items():
             metrics.DRIFT_PSI.labels(field).set(values["psi"])
@@ -102,5 +112,37 @@ class ServingMonitor:
         metrics.DRIFT_PSI.labels("score").set(report["score"]["psi"])
         return report
 
+    def performance_report(self) -> dict[str, Any]:
+        """The window's expected metrics beside training's, and whether the estimated AUC fell
+        too far; gauges updated. The drop is measured against the same estimate on the test
+        split at training time (like with like: a model's calibration error on its own test
+        data is not a drop), or the realized test AUC for a model trained before that was
+        logged. No alert below the drift's minimum window (the estimate of a few rows is
+        noise) or without a training AUC to compare to."""
+        estimate = estimate_performance(self.drift.live_scores())
+        training_auc = self.training["estimated_roc_auc"] or self.training["roc_auc"]
+        alert = (
+            estimate.rows >= self.settings.drift_min_window
+            and estimate.roc_auc is not None
+            and training_auc is not None
+            and estimate.roc_auc < training_auc - self.settings.estimated_auc_drop_alert
+        )
+        metrics.ESTIMATED_ROC_AUC.set(gauge_value(estimate.roc_auc))
+        metrics.ESTIMATED_DEFAULT_RATE.set(gauge_value(estimate.default_rate))
+        metrics.ESTIMATED_AUC_ALERT.set(float(alert))
+        return {
+            "estimated": estimate.as_dict(),
+            "training": self.training,
+            "window": estimate.rows,
+            "max_auc_drop": self.settings.estimated_auc_drop_alert,
+            "alert": alert,
+        }
+
     def close(self) -> None:
         self.log.close()
+
+
+def gauge_value(value: float | None) -> float:
+    """An undefined metric (empty window, unknown training value) as NaN on a gauge; JSON keeps
+    ``None``, since NaN is not JSON."""
+    return float("nan") if value is None else value

@@ -25,5 +25,12 @@ class MonitoringSettings(BaseSettings):
     )
     drift_window: int = Field(5000, ge=10, description="Live applications kept for drift.")
     drift_psi_alert: float = Field(0.2, gt=0, description="PSI above which a field alerts.")
-    drift_min_window: int = Field(200, ge=1, description="Rows before PSI may alert.")
+    drift_min_window: int = Field(
+        200, ge=1, description="Rows before PSI or the estimated AUC may alert."
+    )
     drift_refresh_s: float = Field(10.0, gt=0, description="Period of the drift gauges' refresh.")
+    estimated_auc_drop_alert: float = Field(
+        0.05,
+        gt=0,
+        description="Drop of the label-free estimated ROC AUC below training's that alerts.",
+    )

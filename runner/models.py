@@ -40,10 +40,15 @@ class RunnerModels:
         RUNNER_BATCH_ROWS.labels("challenger").observe(len(matrix))
         return self.challenger.predict(matrix)
 
+    def explain(self, matrix: np.ndarray) -> np.ndarray:
+        """The champion's Integrated Gradients contributions, (n, width)."""
+        return self.champion.attribute(matrix)
+
     def describe(self) -> dict[str, Any]:
         return {
             "model_tag": self.champion.tag,
             "challenger_tag": self.challenger.tag if self.challenger else None,
             "device": str(self.champion.scorer.device),
             "feature_width": self.champion.scorer.width,
+            "explains": self.champion.bundle.baseline is not None,
         }

@@ -72,6 +72,12 @@ class ModelRunner:
         """The shadow challenger's probabilities for a matrix built with its own features."""
         return self.models.predict_challenger(matrix)
 
+    @batched
+    async def explain(self, matrix: np.ndarray) -> np.ndarray:
+        """(n, width) Integrated Gradients contributions of the champion's columns, for the
+        principal reasons of adverse decisions; batched like ``predict``."""
+        return self.models.explain(matrix)
+
     @bentoml.api
     def describe(self) -> dict[str, Any]:
         """What this runner serves, for the API's ``GET /model`` and readiness."""

@@ -30,6 +30,9 @@ class SpyRunner:
         self.matrices.append(np.array(matrix, copy=True))
         return await self.runner.to_async.predict(matrix)
 
+    async def explain(self, matrix):
+        return await self.runner.to_async.explain(matrix)
+
 
 def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     from api.service import CreditRiskAPI

@@ -85,3 +85,12 @@ def test_window_keeps_only_the_newest_rows(reference, make_record):
         raw_columns_from_records([make_record(age=a) for a in range(60, 75)]), np.full(15, 0.2)
     )
     assert sorted(window.numeric["age"].tolist()) == list(range(65, 75))
+
+
+def test_live_scores_are_the_window_only(reference, make_record):
+    window = DriftWindow(reference, capacity=4)
+    assert window.live_scores().size == 0  # empty slots (NaN) never reach the estimate
+    window.add(raw_columns_from_records([make_record()] * 3), np.array([0.1, 0.2, 0.3]))
+    np.testing.assert_array_equal(window.live_scores(), [0.1, 0.2, 0.3])
+    window.add(raw_columns_from_records([make_record()] * 2), np.array([0.4, 0.5]))
+    assert sorted(window.live_scores().tolist()) == [0.2, 0.3, 0.4, 0.5]

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings
 
 from api.settings import ApiSettings
 from credit_risk.decision import DecisionThresholds
+from credit_risk.reasons import ReasonSettings
 from model_artifact.settings import SOURCE_ROOT, RegistrySettings
 from monitoring.settings import MonitoringSettings
 from runner.settings import RunnerSettings, WorkerSettings
@@ -30,6 +31,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     WorkerSettings,
     MonitoringSettings,
     DecisionThresholds,
+    ReasonSettings,
     TrainingConfig,
     PromotionSettings,
 )
