@@ -38,6 +38,7 @@ PREDICTIONS = sa.Table(
     sa.Column("features", sa.JSON, nullable=False, doc="The application as received."),
     sa.Column("principal_reasons", sa.JSON, doc="Reason codes with contributions, if given."),
 )
+INSERTED = tuple(column.name for column in PREDICTIONS.columns if column.name != "id")
 _STOP = object()
 
 
@@ -95,9 +96,12 @@ class PredictionLog:
                 deadline = time.monotonic() + self.flush_interval_s
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
+        # one statement for the batch takes its columns from the first row, so every row
+        # carries every column: one that lacks an optional one (a challenger's reasons) is null
+        complete = [{column: row.get(column) for column in INSERTED} for row in rows]
         try:
             with self.engine.begin() as connection:
-                connection.execute(PREDICTIONS.insert(), rows)
+                connection.execute(PREDICTIONS.insert(), complete)
         except sa.exc.SQLAlchemyError:
             log.exception("prediction log: %d rows could not be written", len(rows))
         self._count_backlog(-len(rows))

@@ -96,6 +96,7 @@ class ServingMonitor:
                     "probability_default": probability,
                     "decision": None,  # a challenger decides nothing: it is never answered
                     "reasons": None,
+                    "principal_reasons": None,
                     "features": {},
                 }
             )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import time
 
+import sqlalchemy as sa
+
 from monitoring.metrics import REJECTIONS, count_rejections
 from monitoring.prediction_log import PredictionLog, read_predictions
 
@@ -85,3 +87,33 @@ def test_the_default_log_is_an_absolute_path():
 
     default = MonitoringSettings.model_fields["prediction_log_url"].default
     assert default.startswith("sqlite:////")  # same file whatever the working directory
+
+
+def test_rows_without_an_optional_column_share_a_batch_with_rows_that_have_it(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, batch_rows=1000, flush_interval_s=60)
+    reasons = [{"code": "records", "contribution": 0.2, "text": "Records"}]
+    log.write([row("champion") | {"principal_reasons": reasons}, row("shadow", "challenger")])
+    log.close()
+    rows = {r["request_id"]: r for r in read_predictions(url, "champion")}
+    assert rows["champion"]["principal_reasons"] == reasons
+    assert [r["principal_reasons"] for r in read_predictions(url, "challenger")] == [None]
+
+
+def test_a_log_table_from_an_older_release_gains_the_new_columns(tmp_path):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # the table as the release before reason codes made it
+        connection.execute(
+            sa.text(
+                "CREATE TABLE predictions (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL,"
+                " logged_at FLOAT NOT NULL, role VARCHAR(16) NOT NULL, model_tag VARCHAR(128) NOT"
+                " NULL, probability_default FLOAT NOT NULL, decision VARCHAR(16), reasons"
+                " VARCHAR(256), features JSON NOT NULL)"
+            )
+        )
+    engine.dispose()
+    log = PredictionLog(url)
+    log.write([row("after-upgrade") | {"principal_reasons": []}])
+    log.close()
+    assert [r["request_id"] for r in read_predictions(url)] == ["after-upgrade"]
