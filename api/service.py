@@ -36,6 +36,7 @@ from model_artifact.bundle import read_bundle
 from model_artifact.loaded_model import mlflow_folder
 from model_artifact.torch_scorer import select_device
 from monitoring.metrics import count_rejections
+from monitoring.prediction_log import redact_credentials
 from monitoring.recorder import ServingMonitor
 from monitoring.settings import MonitoringSettings
 from runner.models import RunnerModels
@@ -169,8 +170,9 @@ class CreditRiskAPI:
 
     @info_app.get("/model")
     async def model(self) -> dict[str, Any]:
-        """Lineage of the live model: BentoML tag, MLflow run and version, metrics, runner."""
-        return {
+        """Lineage of the live model: BentoML tag, MLflow run and version, metrics, runner.
+        Never the prediction log's URL; any password in a lineage string is hidden."""
+        lineage = {
             "model_tag": self.model_tag,
             "labels": dict(self.model_ref.info.labels),
             "metadata": self.model_ref.info.metadata,
@@ -180,6 +182,8 @@ class CreditRiskAPI:
             "contract_version": self.contract_version,
             "decision_thresholds": thresholds.model_dump(),
         }
+        redacted: dict[str, Any] = redact_credentials(lineage)
+        return redacted
 
     @info_app.get("/contract")
     async def contract(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import pandas as pd
 from credit_risk.decision import VERDICTS, DecisionThresholds, verdict_codes
 from credit_risk.features import RawColumns
 from credit_risk.pipeline import raw_to_matrix
-from credit_risk.reasons import ReasonCoder, ReasonSettings, reason_string
+from credit_risk.reasons import ReasonCoder, ReasonSettings
 from credit_risk.table_contract import validate_table
 from model_artifact.champion import load_served_model
 from model_artifact.loaded_model import LoadedModel
@@ -67,8 +67,7 @@ def score_chunk(
         return probabilities, codes, [""] * len(codes)
     rows = coder.rows_to_explain([VERDICTS[c].decision for c in codes.tolist()], explain_all)
     attributions = model.attribute(matrix[rows]) if rows.size else matrix[:0]
-    reasons = coder.for_rows(len(codes), rows, attributions)
-    return probabilities, codes, [reason_string(found) for found in reasons]
+    return probabilities, codes, coder.cells(len(codes), rows, attributions)
 
 
 def score_frame(

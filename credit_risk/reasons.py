@@ -102,23 +102,33 @@ class ReasonCoder:
             reasons[row] = found
         return reasons
 
+    def ranked(self, attributions: np.ndarray) -> list[list[tuple[str, float]]]:
+        """Per row, (field, contribution rounded to 1e-6) of the largest positive
+        contributions, largest first: the one ranking both the API and files use."""
+        contributions = self.field_contributions(attributions)
+        order = np.argsort(-contributions, axis=1, kind="stable")[:, : self.max_reasons]
+        return [
+            [(CONTRACT_FIELDS[i], round(float(row[i]), 6)) for i in top if row[i] > 0]
+            for row, top in zip(contributions, order.tolist(), strict=True)
+        ]
+
     def principal(self, attributions: np.ndarray) -> list[list[PrincipalReason]]:
-        """Per row, the fields with the largest positive contributions, largest first."""
-        reasons = []
-        for row in self.field_contributions(attributions):
-            order = np.argsort(-row, kind="stable")[: self.max_reasons]
-            reasons.append(
-                [
-                    PrincipalReason(
-                        code=CONTRACT_FIELDS[i],
-                        contribution=round(float(row[i]), 6),
-                        text=self.texts[CONTRACT_FIELDS[i]],
-                    )
-                    for i in order
-                    if row[i] > 0
-                ]
-            )
-        return reasons
+        """Per row, the principal reasons as the API answers them, with policy's texts."""
+        return [
+            [
+                PrincipalReason(code=code, contribution=value, text=self.texts[code])
+                for code, value in row
+            ]
+            for row in self.ranked(attributions)
+        ]
+
+    def cells(self, n_rows: int, rows: np.ndarray, attributions: np.ndarray) -> list[str]:
+        """``reason_string`` of every row of a file, built without a model object per reason
+        (a file of a million rows has hundreds of thousands of adverse ones)."""
+        cells = [""] * n_rows
+        for row, ranked in zip(rows.tolist(), self.ranked(attributions), strict=True):
+            cells[row] = "|".join(f"{code}:{value:+.4f}" for code, value in ranked)
+        return cells
 
 
 def reason_string(reasons: Sequence[PrincipalReason]) -> str:

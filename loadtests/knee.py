@@ -81,12 +81,12 @@ class Step:
 
 def bracket(steps: list[Step], slo_p99_ms: float) -> tuple[float, float]:
     """The highest rate that held below the lowest that broke (0 if none), and that lowest
-    broken rate (inf if none); the steps may come in any order."""
-    broke = min((s.offered_rps for s in steps if not s.held(slo_p99_ms)), default=math.inf)
-    held = max(
-        (s.offered_rps for s in steps if s.held(slo_p99_ms) and s.offered_rps < broke),
-        default=0.0,
-    )
+    broken rate (inf if none); the steps may come in any order. A rate broke only if none of
+    its runs held: a break that its rerun did not confirm was a stall of the host, not the
+    knee, and must not send the refinement below where the ramp went on."""
+    held_rates = {s.offered_rps for s in steps if s.held(slo_p99_ms)}
+    broke = min((s.offered_rps for s in steps if s.offered_rps not in held_rates), default=math.inf)
+    held = max((rate for rate in held_rates if rate < broke), default=0.0)
     return held, broke
 
 
@@ -122,7 +122,12 @@ def capacity(steps: list[Step], slo_p99_ms: float) -> float:
     count as latency points: past the knee the API sheds a few requests with quick 503s)."""
     held, _ = bracket(steps, slo_p99_ms)
     overload = min((s.offered_rps for s in steps if not s.within_error_budget()), default=math.inf)
-    near = [s for s in steps if slo_p99_ms / BAND <= s.p99_ms <= slo_p99_ms * BAND]
+    # the knee's neighbourhood only: a stalled step far below it is no point of its curve
+    near = [
+        s
+        for s in steps
+        if slo_p99_ms / BAND <= s.p99_ms <= slo_p99_ms * BAND and s.offered_rps >= held / 2
+    ]
     rates = np.array([s.offered_rps for s in near])
     below = rates[[s.p99_ms <= slo_p99_ms for s in near]]
     above = rates[[s.p99_ms > slo_p99_ms for s in near]]

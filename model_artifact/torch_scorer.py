@@ -1,4 +1,4 @@
-"""The model execution core: load the exported network and score float32 matrices on a device.
+"""The torch scorer: load the exported network and score float32 matrices on a device.
 
 Imports neither BentoML nor MLflow, so the same code runs in the runner service, in the
 batch scorer, in benchmarks and alone on a GPU machine that has only torch.

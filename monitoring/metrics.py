@@ -71,7 +71,7 @@ DRIFT_ALERT = Gauge(
     multiprocess_mode="mostrecent",
 )
 
-# Performance before labels (monitoring/estimate.py): refreshed with the drift gauges; the
+# Performance before labels (credit_risk/estimate.py): refreshed with the drift gauges; the
 # training values are set once per process, so alert rules can compare the two.
 ESTIMATED_ROC_AUC = Gauge(
     "credit_risk_estimated_roc_auc",

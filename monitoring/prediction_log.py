@@ -5,23 +5,48 @@ Writes are queued by the request and inserted in batches by one background threa
 request path never waits on the database; ``close()`` drains the queue (the service calls it
 on shutdown), so a clean stop loses nothing. The store is any SQLAlchemy URL: SQLite by
 default, e.g. ``postgresql+psycopg://user:pass@host/db`` in production (install the driver).
+
+The log holds personal data. The writer deletes rows older than the retention
+(``CREDIT_RISK_PREDICTION_LOG_RETENTION_DAYS``) at start-up and every hour;
+``python -m monitoring.prediction_log delete-expired`` does the same once (e.g. from a CronJob).
+The URL carries the database password: it is never logged, raised or answered as given, only
+with the password as ``***`` (``redact_url``, ``hide_passwords``); SQLAlchemy is told to keep
+statement parameters (the applications) out of its error messages too.
 """
 
 from __future__ import annotations
 
+import argparse
 import logging
 import queue
+import re
+import sys
 import threading
 import time
-from collections.abc import Sequence
+import traceback
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
 from monitoring.metrics import LOG_BACKLOG
+from monitoring.settings import MonitoringSettings
 
 log = logging.getLogger(__name__)
+
+DAY_S = 86_400.0
+PURGE_INTERVAL_S = 3_600.0  # how often the writer deletes expired rows (and once at start-up)
+PURGE_CHUNK_ROWS = 10_000  # rows per DELETE: short transactions, never one huge lock
+# scheme://user:password@ -> scheme://user:***@ (up to the last @ of the token, so a password
+# holding a raw @ is hidden whole); and key=value credentials as libpq spells them
+PASSWORD_IN_URL = re.compile(
+    r"(?P<head>(?:\b[A-Za-z][A-Za-z0-9+.-]*)?://[^:/?#@\s'\"]*:)[^\s'\"]*@"
+)
+RAW_PASSWORD = re.compile(r"://[^:/?#@\s]*:(\S*)@")  # as given in a URL, percent-encoded
+PASSWORD_SETTING = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)[^\s'\",;]+", re.I)
+HIDDEN = "***"
 
 METADATA = sa.MetaData()
 PREDICTIONS = sa.Table(
@@ -29,7 +54,8 @@ PREDICTIONS = sa.Table(
     METADATA,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("request_id", sa.String(64), nullable=False, index=True),
-    sa.Column("logged_at", sa.Float, nullable=False, doc="Unix time of the answer."),
+    # indexed: the retention's DELETE selects on it
+    sa.Column("logged_at", sa.Float, nullable=False, index=True, doc="Unix time of the answer."),
     sa.Column("role", sa.String(16), nullable=False, doc="champion (answered) or challenger."),
     sa.Column("model_tag", sa.String(128), nullable=False),
     sa.Column("probability_default", sa.Float, nullable=False),
@@ -42,23 +68,44 @@ INSERTED = tuple(column.name for column in PREDICTIONS.columns if column.name !=
 _STOP = object()
 
 
-class PredictionLog:
-    """Batched, asynchronous inserts into the ``predictions`` table."""
+class PredictionLogError(RuntimeError):
+    """The prediction log could not be opened or read; the message never holds a password."""
 
-    def __init__(self, url: str, batch_rows: int = 500, flush_interval_s: float = 1.0) -> None:
-        location = sa.engine.make_url(url)
-        database = location.database
-        on_disk = database is not None and database not in ("", ":memory:")
-        if location.get_backend_name() == "sqlite" and on_disk:  # SQLite makes no folders
-            Path(str(database)).parent.mkdir(parents=True, exist_ok=True)
-        self.engine = sa.create_engine(url)
-        METADATA.create_all(self.engine)
-        add_missing_columns(self.engine)
+
+class PredictionLog:
+    """Batched, asynchronous inserts into the ``predictions`` table, and the retention."""
+
+    def __init__(
+        self,
+        url: str,
+        batch_rows: int = 500,
+        flush_interval_s: float = 1.0,
+        retention_days: int | None = None,
+        purge_interval_s: float = PURGE_INTERVAL_S,
+    ) -> None:
+        """``retention_days``: rows older than this are deleted (0: kept forever); ``None``
+        takes ``CREDIT_RISK_PREDICTION_LOG_RETENTION_DAYS`` from the environment."""
+        self.location = redact_url(url)  # the only form of the URL this object ever shows
+        self._secrets = url_secrets(url)
+        with redacted_errors(url, "cannot be opened"):
+            self.engine = open_engine(url)
+            METADATA.create_all(self.engine)
+            add_missing_columns(self.engine)
+            add_missing_indexes(self.engine)
+        if retention_days is None:
+            retention_days = MonitoringSettings().prediction_log_retention_days
+        self.retention_days = retention_days
+        self.purge_interval_s = purge_interval_s
         self.backlog = 0  # rows queued and not yet inserted (or dropped)
         self._backlog_lock = threading.Lock()  # the request thread adds, the writer removes
         self.batch_rows = batch_rows
         self.flush_interval_s = flush_interval_s
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        log.info(
+            "prediction log %s, rows kept %s",
+            self.location,
+            f"{retention_days} days" if retention_days > 0 else "forever",
+        )
         self._thread = threading.Thread(target=self._run, name="prediction-log", daemon=True)
         self._thread.start()
 
@@ -74,7 +121,10 @@ class PredictionLog:
         self.engine.dispose()
 
     def _run(self) -> None:
-        """Insert when a batch is full or the flush interval has passed; drain on stop."""
+        """Insert when a batch is full or the flush interval has passed; drain on stop. Expired
+        rows are deleted first (start-up) and then every ``purge_interval_s``."""
+        self._purge()
+        next_purge = time.monotonic() + self.purge_interval_s
         pending: list[dict[str, Any]] = []
         deadline = time.monotonic() + self.flush_interval_s
         while True:
@@ -88,12 +138,16 @@ class PredictionLog:
                 return
             if item:
                 pending += item
-            due = time.monotonic() >= deadline
+            now = time.monotonic()
+            due = now >= deadline
             if pending and (due or len(pending) >= self.batch_rows):
                 self._insert(pending)
                 pending = []
             if due:
                 deadline = time.monotonic() + self.flush_interval_s
+            if now >= next_purge:
+                self._purge()
+                next_purge = time.monotonic() + self.purge_interval_s
 
     def _insert(self, rows: list[dict[str, Any]]) -> None:
         # one statement for the batch takes its columns from the first row, so every row
@@ -102,14 +156,68 @@ class PredictionLog:
         try:
             with self.engine.begin() as connection:
                 connection.execute(PREDICTIONS.insert(), complete)
-        except sa.exc.SQLAlchemyError:
-            log.exception("prediction log: %d rows could not be written", len(rows))
+        except Exception as error:  # a failed batch is dropped, never the writer
+            self._log_failure(f"{len(rows)} rows could not be written", error)
         self._count_backlog(-len(rows))
+
+    def _purge(self) -> None:
+        if self.retention_days <= 0:
+            return
+        try:
+            deleted = delete_expired(self.engine, self.retention_days)
+        except Exception as error:  # tried again at the next period
+            self._log_failure("expired rows could not be deleted", error)
+            return
+        if deleted:
+            log.info(
+                "prediction log %s: deleted %d rows older than %d days",
+                self.location,
+                deleted,
+                self.retention_days,
+            )
+
+    def _log_failure(self, what: str, error: BaseException) -> None:
+        """The error with its traceback, every password in it hidden (a driver may echo its
+        connection string); statement parameters are kept out by ``hide_parameters``."""
+        text = hide_passwords("".join(traceback.format_exception(error)), *self._secrets)
+        log.error("prediction log %s: %s\n%s", self.location, what, text.rstrip())
 
     def _count_backlog(self, change: int) -> None:
         with self._backlog_lock:
             self.backlog += change
             LOG_BACKLOG.set(self.backlog)
+
+
+def open_engine(url: str) -> sa.Engine:
+    """An engine for the log; SQLite's folder made first (SQLite makes none). Statement
+    parameters (applicants' data) stay out of SQLAlchemy's error messages."""
+    location = sa.engine.make_url(url)
+    database = location.database
+    on_disk = database is not None and database not in ("", ":memory:")
+    if location.get_backend_name() == "sqlite" and on_disk:
+        Path(str(database)).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url, hide_parameters=True)
+
+
+def delete_expired(
+    engine: sa.Engine,
+    retention_days: int,
+    now: float | None = None,
+    chunk_rows: int = PURGE_CHUNK_ROWS,
+) -> int:
+    """Delete the rows logged more than ``retention_days`` before ``now`` (default: the time),
+    ``chunk_rows`` per transaction; return how many. ``retention_days`` 0 deletes nothing."""
+    if retention_days <= 0:
+        return 0
+    cutoff = (time.time() if now is None else now) - retention_days * DAY_S
+    expired = sa.select(PREDICTIONS.c.id).where(PREDICTIONS.c.logged_at < cutoff).limit(chunk_rows)
+    deleted = 0
+    while True:
+        with engine.begin() as connection:
+            result = connection.execute(PREDICTIONS.delete().where(PREDICTIONS.c.id.in_(expired)))
+        deleted += result.rowcount
+        if result.rowcount < chunk_rows:
+            return deleted
 
 
 def add_missing_columns(engine: sa.Engine) -> None:
@@ -125,14 +233,120 @@ def add_missing_columns(engine: sa.Engine) -> None:
                 )
 
 
+def add_missing_indexes(engine: sa.Engine) -> None:
+    """A log created before an index existed (``logged_at``, for the retention) gains it."""
+    present = {index["name"] for index in sa.inspect(engine).get_indexes(PREDICTIONS.name)}
+    for index in PREDICTIONS.indexes:
+        if index.name not in present:
+            index.create(engine)
+
+
 def read_predictions(url: str, role: str = "champion") -> list[dict[str, Any]]:
     """All logged rows of one role, oldest first (for outcome joins and tests)."""
-    engine = sa.create_engine(url)
+    with redacted_errors(url, "cannot be read"):
+        engine = sa.create_engine(url, hide_parameters=True)
+        try:
+            with engine.connect() as connection:
+                query = (
+                    sa.select(PREDICTIONS)
+                    .where(PREDICTIONS.c.role == role)
+                    .order_by(PREDICTIONS.c.id)
+                )
+                return [dict(row._mapping) for row in connection.execute(query)]
+        finally:
+            engine.dispose()
+
+
+# --- passwords -------------------------------------------------------------------------------
+
+
+def redact_url(url: str) -> str:
+    """The URL as it may be shown: its password as ``***``."""
+    try:  # then the pattern too: a raw @ in a password leaves SQLAlchemy its tail as the host
+        return hide_passwords(sa.engine.make_url(url).render_as_string(hide_password=True))
+    except Exception:  # not a URL SQLAlchemy parses: hide whatever looks like a password
+        return hide_passwords(url)
+
+
+def url_secrets(url: str) -> tuple[str, ...]:
+    """The URL's password, as given (percent-encoded) and decoded: what must never be shown."""
+    secrets = {password for password in RAW_PASSWORD.findall(url) if password}
     try:
-        with engine.connect() as connection:
-            query = (
-                sa.select(PREDICTIONS).where(PREDICTIONS.c.role == role).order_by(PREDICTIONS.c.id)
-            )
-            return [dict(row._mapping) for row in connection.execute(query)]
-    finally:
-        engine.dispose()
+        password = sa.engine.make_url(url).password
+    except Exception:
+        password = None
+    if password:
+        secrets.add(str(password))
+    return tuple(sorted(secrets, key=len, reverse=True))  # longest first: no partial leftovers
+
+
+def hide_passwords(text: str, *secrets: str) -> str:
+    """``text`` with every ``scheme://user:password@`` and ``password=…`` shown as ``***``, and
+    every one of ``secrets`` replaced wherever it appears."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, HIDDEN)
+    text = PASSWORD_IN_URL.sub(rf"\g<head>{HIDDEN}@", text)
+    return PASSWORD_SETTING.sub(rf"\g<head>{HIDDEN}", text)
+
+
+def redact_credentials(value: Any) -> Any:
+    """A JSON-like value (``GET /model``'s answer) with every password in its strings hidden."""
+    if isinstance(value, str):
+        return hide_passwords(value)
+    if isinstance(value, Mapping):
+        return {key: redact_credentials(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_credentials(item) for item in value]
+    return value
+
+
+@contextmanager
+def redacted_errors(url: str, what: str) -> Iterator[None]:
+    """Any error inside as a ``PredictionLogError`` whose message shows the redacted URL and
+    no password, and without the original (whose message or traceback might show it)."""
+    try:
+        yield
+    except Exception as error:
+        detail = hide_passwords(f"{type(error).__name__}: {error}", *url_secrets(url))
+        raise PredictionLogError(f"prediction log {redact_url(url)} {what}: {detail}") from None
+
+
+# --- command line ----------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m monitoring.prediction_log",
+        description="Delete prediction-log rows older than the retention, once (the service's "
+        "writer does it at start-up and every hour).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    purge = commands.add_parser("delete-expired", help="delete rows older than the retention")
+    purge.add_argument(
+        "--retention-days",
+        type=int,
+        default=None,
+        help="days kept (default: CREDIT_RISK_PREDICTION_LOG_RETENTION_DAYS; 0 deletes nothing)",
+    )
+    args = parser.parse_args(argv)
+    settings = MonitoringSettings()
+    url = settings.prediction_log_url  # from the environment only: never on a command line
+    days = (
+        settings.prediction_log_retention_days
+        if args.retention_days is None
+        else args.retention_days
+    )
+    with redacted_errors(url, "cannot be cleaned"):
+        engine = open_engine(url)
+        try:
+            has_log = sa.inspect(engine).has_table(PREDICTIONS.name)
+            deleted = delete_expired(engine, days) if has_log else 0
+        finally:
+            engine.dispose()
+    print(f"deleted={deleted} retention_days={days} log={redact_url(url)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

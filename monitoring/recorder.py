@@ -37,6 +37,7 @@ class ServingMonitor:
             settings.prediction_log_url,
             batch_rows=settings.prediction_log_batch_rows,
             flush_interval_s=settings.prediction_log_flush_s,
+            retention_days=settings.prediction_log_retention_days,
         )
         metrics.MODEL_INFO.labels(
             model_tag,

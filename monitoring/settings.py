@@ -18,10 +18,17 @@ class MonitoringSettings(BaseSettings):
     prediction_log_url: str = Field(
         DEFAULT_LOG_URL,
         description="Prediction log, any SQLAlchemy URL (e.g. `postgresql+psycopg://…`).",
+        repr=False,  # it carries the database password: never in a printed settings object
     )
     prediction_log_batch_rows: int = Field(500, ge=1, description="Rows per log insert.")
     prediction_log_flush_s: float = Field(
         1.0, gt=0, description="Longest a logged row waits for its insert."
+    )
+    prediction_log_retention_days: int = Field(
+        365,
+        ge=0,
+        description="Days a prediction-log row (personal data) is kept; older rows are deleted "
+        "at start-up and hourly (0: kept forever).",
     )
     drift_window: int = Field(5000, ge=10, description="Live applications kept for drift.")
     drift_psi_alert: float = Field(0.2, gt=0, description="PSI above which a field alerts.")

@@ -8,6 +8,7 @@ and golden set, so promotion and serving need nothing but the model.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import platform
 import subprocess
@@ -174,7 +175,13 @@ def train(config: TrainingConfig, registry: RegistrySettings) -> TrainResult:
     return TrainResult(run.info.run_id, info.model_uri, registered, metrics)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m training.train",
+        description="Train on the credit data and register a new version in MLflow; every knob "
+        "is an environment variable (CREDIT_RISK_TRAIN_*, MLFLOW_TRACKING_URI: see README).",
+    )
+    parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     result = train(TrainingConfig(), RegistrySettings())
     print(

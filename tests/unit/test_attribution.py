@@ -39,7 +39,7 @@ def completeness_error(network, steps: int) -> float:
 
 def test_contributions_add_up_to_the_distance_from_the_baseline(network):
     """Completeness holds up to the integral's error, which more path points shrink (on the
-    trained model at the default steps: tests/integration/test_reasons.py)."""
+    trained model at the default steps: tests/integration/test_principal_reasons.py)."""
     coarse = completeness_error(network, STEPS)
     assert coarse < 5e-3
     assert completeness_error(network, 8 * STEPS) < coarse / 4

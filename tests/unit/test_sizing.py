@@ -171,7 +171,29 @@ def test_the_search_bisects_each_knee_without_rerunning_a_refine_step():
 
 def test_steps_near_the_slo_at_one_rate_only_fall_back_to_the_bracket():
     steps = ramp("r", {}, [(100, 10, 0), (300, 80, 0), (300, 130, 0), (600, 900, 0)]).steps
-    assert knee.capacity(steps, 100) == 100  # 300 broke once: the highest held below it
+    # 300 broke once and held once (a stall, not the knee): 300 held, 600 is the lowest break
+    assert knee.capacity(steps, 100) == 300
+
+
+def test_an_unconfirmed_break_far_below_the_knee_moves_neither_bracket_nor_fit():
+    """A stalled step at a low rate, rerun and held (the ramp went on), used to become the
+    'lowest break': the bisections were then spent below it and the fit read a knee there."""
+    steps = ramp(
+        "r",
+        {},
+        [
+            (50, 10, 0),
+            (62, 280, 0),
+            (62, 11, 0),
+            (300, 12, 0),
+            (372, 35, 0),
+            (465, 48, 0),
+            (582, 336, 0),
+            (582, 266, 0),
+        ],
+    ).steps
+    assert knee.bracket(steps, 100) == (465, 582)
+    assert 465 <= knee.capacity(steps, 100) <= 582
 
 
 def test_one_recommendation_per_slo_the_tightest_first():

@@ -1,4 +1,4 @@
-"""The torch core: device choice, scoring shapes and dtypes, loading the exported network."""
+"""The torch scorer: device choice, scoring shapes and dtypes, loading the exported network."""
 
 from __future__ import annotations
 
