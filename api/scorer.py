@@ -1,6 +1,7 @@
-"""The one way the API asks for probabilities, chosen once at start-up: in this process (no
-hop) or from the runner service (retried, since scoring is idempotent). Either way concurrent
-requests share model calls (``api/coalesce.py``), so the endpoint has no mode branches."""
+"""The one way the API asks for probabilities and attributions, chosen once at start-up: in this
+process (no hop) or from the runner service (retried, since both are idempotent). Either way
+concurrent requests share model calls (``api/coalesce.py``), attributions included (one call for
+256 rows costs what a few one-row calls do), so the endpoint has no mode branches."""
 
 from __future__ import annotations
 
@@ -45,9 +46,13 @@ class LocalScorer:
     def __init__(self, models: RunnerModels, max_rows: int) -> None:
         self.models = models
         self.champion = Coalescer(self._predict, max_rows=max_rows, max_in_flight=1)
+        self.attributions = Coalescer(self._explain, max_rows=max_rows, max_in_flight=1)
 
     async def _predict(self, matrix: np.ndarray) -> np.ndarray:
         return self.models.predict(matrix)
+
+    async def _explain(self, matrix: np.ndarray) -> np.ndarray:
+        return self.models.explain(matrix)
 
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         return await self.champion(matrix)
@@ -56,7 +61,7 @@ class LocalScorer:
         return self.models.predict_challenger(matrix)
 
     async def explain(self, matrix: np.ndarray) -> np.ndarray:
-        return self.models.explain(matrix)
+        return await self.attributions(matrix)
 
     async def describe(self) -> dict[str, Any]:
         return self.models.describe()
@@ -69,10 +74,16 @@ class RemoteScorer:
         self.runner = runner
         self.retries = retries
         self.champion = Coalescer(self._predict, max_rows=max_rows, max_in_flight=calls_in_flight)
+        self.attributions = Coalescer(
+            self._explain, max_rows=max_rows, max_in_flight=calls_in_flight
+        )
 
     async def _predict(self, matrix: np.ndarray) -> np.ndarray:
         # looked up per call: a remote runner's client learns its endpoints on connect
         return await with_retries(lambda m: self.runner.to_async.predict(m), matrix, self.retries)
+
+    async def _explain(self, matrix: np.ndarray) -> np.ndarray:
+        return await with_retries(lambda m: self.runner.to_async.explain(m), matrix, self.retries)
 
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         return await self.champion(matrix)
@@ -81,7 +92,7 @@ class RemoteScorer:
         return np.asarray(await self.runner.to_async.predict_challenger(matrix))
 
     async def explain(self, matrix: np.ndarray) -> np.ndarray:
-        return await with_retries(lambda m: self.runner.to_async.explain(m), matrix, self.retries)
+        return await self.attributions(matrix)
 
     async def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = await self.runner.to_async.describe()
