@@ -39,9 +39,12 @@ class ReasonSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_REASONS_", extra="ignore")
 
+    # Declines by default: an attribution cost a decline about 30% of its throughput and half
+    # its capacity at p99 <= 100 ms in process (docs/performance.md), and a review is not yet
+    # an adverse action; `adverse` adds reviews, `"explain": true` asks for any request.
     for_decisions: Literal["adverse", "decline", "requested"] = Field(
-        "adverse",
-        description="Reasons for `adverse` (review, decline), `decline` only, or `requested`.",
+        "decline",
+        description="Reasons for `decline` only, `adverse` (review too), or only `requested`.",
     )
     max_reasons: int = Field(4, ge=1, le=len(CONTRACT_FIELDS), description="Most reasons given.")
     texts_file: Path = Field(
