@@ -14,7 +14,7 @@ REPORTS := loadtests/reports
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
 
-setup: $(VENV)/.installed promtool ## virtual environment in .venv with the project and its tools, and promtool
+setup: $(VENV)/.installed ## virtual environment in .venv with the project and its tools
 
 # promtool checks and unit-tests deploy/monitoring/alerts.yml (tests/unit/test_alerting.py). Debian's
 # prometheus package ships it; installed as root without starting the Prometheus server it also
@@ -62,10 +62,10 @@ serve: setup ## serve the latest built Bento on PORT (default 3000)
 
 demo: bento serve ## the main job end to end: bento + serve
 
-test: lint typecheck ## lint, type check, then the whole test suite (unit, integration, e2e)
+test: lint typecheck promtool ## lint, type check, then the whole test suite (unit, integration, e2e)
 	$(BIN)/pytest
 
-test-fast: setup ## unit and integration tests only
+test-fast: setup promtool ## unit and integration tests only
 	$(BIN)/pytest -m "not e2e"
 
 smoke: setup ## headless Locust smoke run against a running server at HOST
