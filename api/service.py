@@ -35,8 +35,8 @@ from credit_risk.reasons import ReasonCoder, ReasonSettings
 from model_artifact.bundle import read_bundle
 from model_artifact.loaded_model import mlflow_folder
 from model_artifact.torch_scorer import select_device
+from monitoring.credentials import redact_credentials
 from monitoring.metrics import count_rejections
-from monitoring.prediction_log import redact_credentials
 from monitoring.recorder import ServingMonitor
 from monitoring.settings import MonitoringSettings
 from runner.models import RunnerModels

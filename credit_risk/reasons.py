@@ -130,10 +130,15 @@ class ReasonCoder:
         (a file of a million rows has hundreds of thousands of adverse ones)."""
         cells = [""] * n_rows
         for row, ranked in zip(rows.tolist(), self.ranked(attributions), strict=True):
-            cells[row] = "|".join(f"{code}:{value:+.4f}" for code, value in ranked)
+            cells[row] = cell(ranked)
         return cells
 
 
-def reason_string(reasons: Sequence[PrincipalReason]) -> str:
+def cell(ranked: Sequence[tuple[str, float]]) -> str:
     """A row's reasons in one cell, for files: ``records:+0.1820|income:+0.0712``."""
-    return "|".join(f"{r.code}:{r.contribution:+.4f}" for r in reasons)
+    return "|".join(f"{code}:{value:+.4f}" for code, value in ranked)
+
+
+def reason_string(reasons: Sequence[PrincipalReason]) -> str:
+    """The file cell of reasons as the API answered them (to compare the two paths)."""
+    return cell([(r.code, r.contribution) for r in reasons])

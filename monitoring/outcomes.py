@@ -162,27 +162,13 @@ def write_report(report: OutcomeReport, folder: Path) -> tuple[Path, Path]:
     )
     left.legend()
     periods = report.periods
-    if "live_roc_auc" in periods:
-        middle.plot(periods["period"], periods["live_roc_auc"], marker="o", label="realized")
-    middle.plot(
-        periods["period"],
-        periods["estimated_roc_auc"],
-        marker="x",
-        linestyle="--",
-        label="estimated (no labels)",
-    )
+    plot_realized_vs_estimated(middle, periods, "roc_auc", ("realized", "estimated (no labels)"))
     if report.training.get("roc_auc") is not None:
         middle.axhline(report.training["roc_auc"], color="grey", linestyle=":", label="training")
     middle.set(xlabel="period", ylabel="ROC AUC", title="ROC AUC: realized vs estimated")
     middle.legend()
-    if "live_default_rate" in periods:
-        right.plot(periods["period"], periods["live_default_rate"], marker="o", label="observed")
-    right.plot(
-        periods["period"],
-        periods["estimated_default_rate"],
-        marker="x",
-        linestyle="--",
-        label="expected (mean score)",
+    plot_realized_vs_estimated(
+        right, periods, "default_rate", ("observed", "expected (mean score)")
     )
     right.plot(periods["period"], periods["score_psi"], marker="s", label="score PSI")
     right.set(xlabel="period", title="Default rate and score drift")
@@ -193,6 +179,23 @@ def write_report(report: OutcomeReport, folder: Path) -> tuple[Path, Path]:
     figure.savefig(image, dpi=110)
     plt.close(figure)
     return markdown, image
+
+
+def plot_realized_vs_estimated(
+    axis: Any, periods: pd.DataFrame, metric: str, labels: tuple[str, str]
+) -> None:
+    """One metric per period: realized from labels where a period has both classes, and the
+    label-free estimate from the same rows' scores, dashed."""
+    realized, estimated = labels
+    if f"live_{metric}" in periods:
+        axis.plot(periods["period"], periods[f"live_{metric}"], marker="o", label=realized)
+    axis.plot(
+        periods["period"],
+        periods[f"estimated_{metric}"],
+        marker="x",
+        linestyle="--",
+        label=estimated,
+    )
 
 
 def model_facts(model_tag: str) -> tuple[dict[str, Any] | None, Mapping[str, Any] | None]:

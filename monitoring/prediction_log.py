@@ -10,7 +10,7 @@ The log holds personal data. The writer deletes rows older than the retention
 (``CREDIT_RISK_PREDICTION_LOG_RETENTION_DAYS``) at start-up and every hour;
 ``python -m monitoring.prediction_log delete-expired`` does the same once (e.g. from a CronJob).
 The URL carries the database password: it is never logged, raised or answered as given, only
-with the password as ``***`` (``redact_url``, ``hide_passwords``); SQLAlchemy is told to keep
+with the password as ``***`` (``monitoring/credentials.py``); SQLAlchemy is told to keep
 statement parameters (the applications) out of its error messages too.
 """
 
@@ -19,18 +19,17 @@ from __future__ import annotations
 import argparse
 import logging
 import queue
-import re
 import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 
+from monitoring.credentials import hide_passwords, redact_url, redacted_errors, url_secrets
 from monitoring.metrics import LOG_BACKLOG
 from monitoring.settings import MonitoringSettings
 
@@ -39,14 +38,6 @@ log = logging.getLogger(__name__)
 DAY_S = 86_400.0
 PURGE_INTERVAL_S = 3_600.0  # how often the writer deletes expired rows (and once at start-up)
 PURGE_CHUNK_ROWS = 10_000  # rows per DELETE: short transactions, never one huge lock
-# scheme://user:password@ -> scheme://user:***@ (up to the last @ of the token, so a password
-# holding a raw @ is hidden whole); and key=value credentials as libpq spells them
-PASSWORD_IN_URL = re.compile(
-    r"(?P<head>(?:\b[A-Za-z][A-Za-z0-9+.-]*)?://[^:/?#@\s'\"]*:)[^\s'\"]*@"
-)
-RAW_PASSWORD = re.compile(r"://[^:/?#@\s]*:(\S*)@")  # as given in a URL, percent-encoded
-PASSWORD_SETTING = re.compile(r"(?P<head>\b(?:password|passwd|pwd)\s*=\s*)[^\s'\",;]+", re.I)
-HIDDEN = "***"
 
 METADATA = sa.MetaData()
 PREDICTIONS = sa.Table(
@@ -66,10 +57,6 @@ PREDICTIONS = sa.Table(
 )
 INSERTED = tuple(column.name for column in PREDICTIONS.columns if column.name != "id")
 _STOP = object()
-
-
-class PredictionLogError(RuntimeError):
-    """The prediction log could not be opened or read; the message never holds a password."""
 
 
 class PredictionLog:
@@ -255,61 +242,6 @@ def read_predictions(url: str, role: str = "champion") -> list[dict[str, Any]]:
                 return [dict(row._mapping) for row in connection.execute(query)]
         finally:
             engine.dispose()
-
-
-# --- passwords -------------------------------------------------------------------------------
-
-
-def redact_url(url: str) -> str:
-    """The URL as it may be shown: its password as ``***``."""
-    try:  # then the pattern too: a raw @ in a password leaves SQLAlchemy its tail as the host
-        return hide_passwords(sa.engine.make_url(url).render_as_string(hide_password=True))
-    except Exception:  # not a URL SQLAlchemy parses: hide whatever looks like a password
-        return hide_passwords(url)
-
-
-def url_secrets(url: str) -> tuple[str, ...]:
-    """The URL's password, as given (percent-encoded) and decoded: what must never be shown."""
-    secrets = {password for password in RAW_PASSWORD.findall(url) if password}
-    try:
-        password = sa.engine.make_url(url).password
-    except Exception:
-        password = None
-    if password:
-        secrets.add(str(password))
-    return tuple(sorted(secrets, key=len, reverse=True))  # longest first: no partial leftovers
-
-
-def hide_passwords(text: str, *secrets: str) -> str:
-    """``text`` with every ``scheme://user:password@`` and ``password=…`` shown as ``***``, and
-    every one of ``secrets`` replaced wherever it appears."""
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, HIDDEN)
-    text = PASSWORD_IN_URL.sub(rf"\g<head>{HIDDEN}@", text)
-    return PASSWORD_SETTING.sub(rf"\g<head>{HIDDEN}", text)
-
-
-def redact_credentials(value: Any) -> Any:
-    """A JSON-like value (``GET /model``'s answer) with every password in its strings hidden."""
-    if isinstance(value, str):
-        return hide_passwords(value)
-    if isinstance(value, Mapping):
-        return {key: redact_credentials(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_credentials(item) for item in value]
-    return value
-
-
-@contextmanager
-def redacted_errors(url: str, what: str) -> Iterator[None]:
-    """Any error inside as a ``PredictionLogError`` whose message shows the redacted URL and
-    no password, and without the original (whose message or traceback might show it)."""
-    try:
-        yield
-    except Exception as error:
-        detail = hide_passwords(f"{type(error).__name__}: {error}", *url_secrets(url))
-        raise PredictionLogError(f"prediction log {redact_url(url)} {what}: {detail}") from None
 
 
 # --- command line ----------------------------------------------------------------------------

@@ -107,7 +107,8 @@ def train(config: TrainingConfig, registry: RegistrySettings) -> TrainResult:
     for name in records:
         metrics |= evaluate(labels[name], scores[name], name)
         # what the serving estimate of AUC (no labels) says of this split: its live reference
-        metrics[f"{name}_estimated_roc_auc"] = expected_roc_auc(scores[name]) or 0.5
+        estimated = expected_roc_auc(scores[name])  # None only when every score is equal
+        metrics[f"{name}_estimated_roc_auc"] = 0.5 if estimated is None else estimated
     golden_rows = min(config.golden_rows, len(records["test"]))
     baseline = repaid_reference(matrices["train"], labels["train"])
     bundle = ModelBundle(

@@ -16,14 +16,14 @@ import sqlalchemy as sa
 
 import monitoring.prediction_log as prediction_log
 from model_artifact.settings import SOURCE_ROOT
-from monitoring.prediction_log import (
-    PredictionLog,
+from monitoring.credentials import (
     PredictionLogError,
     hide_passwords,
-    read_predictions,
     redact_credentials,
     redact_url,
+    url_secrets,
 )
+from monitoring.prediction_log import PredictionLog, read_predictions
 from monitoring.settings import MonitoringSettings
 
 PASSWORD = "S3cr:t/p@ss!"  # needs percent-encoding in a URL: both spellings must stay hidden
@@ -62,7 +62,7 @@ def test_passwords_are_hidden_in_free_text():
         f"could not connect to {URL}; conninfo host=db user=credit password={ENCODED} "
         f"and the decoded {PASSWORD} as a driver might echo it"
     )
-    shown = hide_passwords(text, *prediction_log.url_secrets(URL))
+    shown = hide_passwords(text, *url_secrets(URL))
     assert_hidden(shown)
     assert "postgresql+psycopg://credit:***@db.internal:5432/credit" in shown
     assert "password=***" in shown
