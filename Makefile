@@ -6,10 +6,12 @@ PORT ?= 3000
 HOST ?= http://127.0.0.1:$(PORT)
 SMOKE_USERS ?= 10
 SMOKE_TIME ?= 30s
+# Locust workers beside the master for smoke and size: -1 one per core, 0 a single process
+LOCUST_PROCESSES ?= -1
 REPORTS := loadtests/reports
 
 .DEFAULT_GOAL := help
-.PHONY: help setup promtool train promote build build-cuda bento serve demo test test-fast smoke bench size size-verify lint typecheck rollback
+.PHONY: help setup promtool train promote build build-cuda bento serve demo test test-fast smoke bench batch-bench size size-verify lint typecheck rollback
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -68,17 +70,21 @@ test: lint typecheck promtool ## lint, type check, then the whole test suite (un
 test-fast: setup promtool ## unit and integration tests only
 	$(BIN)/pytest -m "not e2e"
 
-smoke: setup ## headless Locust smoke run against a running server at HOST
+smoke: setup ## headless Locust smoke run (a master and LOCUST_PROCESSES workers) against HOST
 	mkdir -p $(REPORTS)
 	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(HOST) \
 		-u $(SMOKE_USERS) -r $(SMOKE_USERS) -t $(SMOKE_TIME) --only-summary \
+		--processes $(LOCUST_PROCESSES) --master-bind-host 127.0.0.1 \
 		--csv $(REPORTS)/smoke --html $(REPORTS)/smoke.html --exit-code-on-error 1
 
 bench: setup ## side by side vs mlflow models serve and the floors -> loadtests/reports/bench-<stamp>/ (needs `make bento`)
 	$(BIN)/python -m loadtests.bench
 
+batch-bench: setup ## batch rows/s: torch core, batch.score, Dask 1 and 2 workers -> loadtests/reports/batch-<stamp>/ (needs `make promote`)
+	$(BIN)/python -m loadtests.batch_throughput
+
 size: setup ## sizing sweep -> loadtests/reports/sizing-<stamp>/ (report.md, steps.csv, deployment.yaml); needs `make bento`
-	$(BIN)/python -m loadtests.size
+	$(BIN)/python -m loadtests.size --processes $(LOCUST_PROCESSES)
 
 size-verify: setup ## measure the newest sizing run's recommendation again (RUN=folder for another)
 	$(BIN)/python -m loadtests.size --verify $(if $(RUN),--run $(RUN))

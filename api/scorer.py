@@ -1,7 +1,9 @@
 """The one way the API asks for probabilities and attributions, chosen once at start-up: in this
-process (no hop) or from the runner service (retried, since both are idempotent). Either way
-concurrent requests share model calls (``api/coalesce.py``), attributions included (one call for
-256 rows costs what a few one-row calls do), so the endpoint has no mode branches."""
+process (no hop) or from the runner service (retried, since both are idempotent, within one
+deadline, and refused at once while the runner is unreachable: ``api/runner_health.py``).
+Either way concurrent requests share model calls (``api/coalesce.py``), attributions included
+(one call for 256 rows costs what a few one-row calls do), so the endpoint has no mode
+branches."""
 
 from __future__ import annotations
 
@@ -15,18 +17,36 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from api.coalesce import Coalescer
+from api.runner_health import RunnerBreaker
 from runner.models import RunnerModels
 
 log = logging.getLogger(__name__)
 
-RETRYABLE = (aiohttp.ClientConnectionError, asyncio.TimeoutError, ServiceUnavailable)
+# no answer at all (connection refused, reset or cut, truncated body, timeout) ...
+UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+# ... or an answer that says "later" (the runner shedding load): both worth a retry
+RETRYABLE = (*UNREACHABLE, ServiceUnavailable)
+
+RunnerCall = Callable[[np.ndarray], Awaitable[Any]]
 
 
 class RunnerUnavailable(ServiceUnavailable):
-    """The runner could not score after all retries; the client should retry later (503)."""
+    """The runner could not score in time; the client should retry later (503)."""
+
+
+class RunnerUnreachable(RunnerUnavailable):
+    """Not even an answer: the runner is gone or hung, so the breaker opens."""
+
+
+class RunnerTimedOut(RunnerUnreachable):
+    """Connected, but no answer within the deadline: gone, hung, or only slow (a probe tells)."""
 
 
 class Scorer(Protocol):
+    @property
+    def available(self) -> bool:
+        """False while scoring would fail at once (the API's ``/readyz`` says not ready)."""
+
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         """The champion's default probabilities, (n, width) float32 -> (n,)."""
 
@@ -48,6 +68,10 @@ class LocalScorer:
         self.champion = Coalescer(self._predict, max_rows=max_rows, max_in_flight=1)
         self.attributions = Coalescer(self._explain, max_rows=max_rows, max_in_flight=1)
 
+    @property
+    def available(self) -> bool:
+        return True
+
     async def _predict(self, matrix: np.ndarray) -> np.ndarray:
         return self.models.predict(matrix)
 
@@ -68,28 +92,65 @@ class LocalScorer:
 
 
 class RemoteScorer:
-    """The runner service through its ``bentoml.depends`` client."""
+    """The runner service through its ``bentoml.depends`` client: every call retried within
+    ``deadline_s`` and refused at once while ``breaker`` is open."""
 
-    def __init__(self, runner: Any, max_rows: int, calls_in_flight: int, retries: int) -> None:
+    def __init__(
+        self,
+        runner: Any,
+        max_rows: int,
+        calls_in_flight: int,
+        retries: int,
+        deadline_s: float,
+        probe_interval_s: float,
+    ) -> None:
         self.runner = runner
         self.retries = retries
+        self.deadline_s = deadline_s
+        self.breaker = RunnerBreaker(self.runner_ready, probe_interval_s, deadline_s)
         self.champion = Coalescer(self._predict, max_rows=max_rows, max_in_flight=calls_in_flight)
         self.attributions = Coalescer(
             self._explain, max_rows=max_rows, max_in_flight=calls_in_flight
         )
 
-    async def _predict(self, matrix: np.ndarray) -> np.ndarray:
+    @property
+    def available(self) -> bool:
+        return not self.breaker.is_open
+
+    async def runner_ready(self) -> bool:
+        ready: bool = await self.runner.is_ready(self.deadline_s)
+        return ready
+
+    async def call(self, method: str, matrix: np.ndarray) -> np.ndarray:
+        """One runner call: refused at once while the breaker is open; opens it when the
+        runner gives no answer at all within the deadline."""
+        if self.breaker.is_open:
+            raise RunnerUnavailable("model runner unreachable, retry later")
+        generation = self.breaker.generation
         # looked up per call: a remote runner's client learns its endpoints on connect
-        return await with_retries(lambda m: self.runner.to_async.predict(m), matrix, self.retries)
+        endpoint: RunnerCall = getattr(self.runner.to_async, method)
+        try:
+            return await with_retries(endpoint, matrix, self.retries, self.deadline_s)
+        except RunnerTimedOut as error:
+            self.breaker.suspect(generation, str(error))
+            raise
+        except RunnerUnreachable as error:
+            self.breaker.trip(generation, str(error))
+            raise
+
+    async def _predict(self, matrix: np.ndarray) -> np.ndarray:
+        return await self.call("predict", matrix)
 
     async def _explain(self, matrix: np.ndarray) -> np.ndarray:
-        return await with_retries(lambda m: self.runner.to_async.explain(m), matrix, self.retries)
+        return await self.call("explain", matrix)
 
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
+        if self.breaker.is_open:  # before queueing behind calls that are about to fail
+            raise RunnerUnavailable("model runner unreachable, retry later")
         return await self.champion(matrix)
 
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
-        return np.asarray(await self.runner.to_async.predict_challenger(matrix))
+        return await self.call("predict_challenger", matrix)
 
     async def explain(self, matrix: np.ndarray) -> np.ndarray:
         return await self.attributions(matrix)
@@ -100,19 +161,30 @@ class RemoteScorer:
 
 
 async def with_retries(
-    predict: Callable[[np.ndarray], Awaitable[np.ndarray]],
+    call: RunnerCall,
     matrix: np.ndarray,
     retries: int,
+    deadline_s: float,
     backoff_s: float = 0.05,
 ) -> np.ndarray:
     """A dropped connection or a shed request is retried ``retries`` times with exponential
-    backoff; then ``RunnerUnavailable`` (503 + Retry-After to the client)."""
-    for attempt in range(retries + 1):
-        try:
-            return np.asarray(await predict(matrix), dtype=np.float32)
-        except RETRYABLE as error:
-            if attempt == retries:
-                raise RunnerUnavailable(f"model runner unavailable: {error!r}") from error
-            log.warning("runner call failed (%r), retry %d/%d", error, attempt + 1, retries)
-            await asyncio.sleep(backoff_s * 2**attempt)
-    raise RunnerUnavailable("model runner unavailable")  # retries >= 0: never reached
+    backoff, all within ``deadline_s``; then ``RunnerUnreachable`` when the runner never
+    answered, ``RunnerUnavailable`` when it answered "later" (both 503 + Retry-After)."""
+    failure: BaseException | None = None
+    try:
+        async with asyncio.timeout(deadline_s):
+            for attempt in range(retries + 1):
+                try:
+                    return np.asarray(await call(matrix), dtype=np.float32)
+                except RETRYABLE as error:
+                    failure = error
+                    if attempt < retries:
+                        log.warning(
+                            "runner call failed (%r), retry %d/%d", error, attempt + 1, retries
+                        )
+                        await asyncio.sleep(backoff_s * 2**attempt)
+    except TimeoutError as error:
+        raise RunnerTimedOut(f"no answer from the model runner in {deadline_s}s") from error
+    if isinstance(failure, ServiceUnavailable):
+        raise RunnerUnavailable(f"model runner overloaded: {failure}") from failure
+    raise RunnerUnreachable(f"model runner unreachable: {failure!r}") from failure

@@ -13,11 +13,14 @@ from typing import Annotated, Any
 
 import bentoml
 import numpy as np
+from bentoml.exceptions import ServiceUnavailable
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import Field, StrictBool
 
-from api.answers import answers
+from api.answers import RequestIds, answers
 from api.guard import RequestGuard
+from api.openapi import ServedDocument
+from api.score_endpoint import ScoreEndpoint
 from api.scorer import LocalScorer, RemoteScorer, Scorer
 from api.settings import ApiSettings
 from api.shadow import ShadowBatcher
@@ -39,6 +42,7 @@ from monitoring.credentials import redact_credentials
 from monitoring.metrics import count_rejections
 from monitoring.recorder import ServingMonitor
 from monitoring.settings import MonitoringSettings
+from runner.drain import Drain, DrainGate, stop_after_drain
 from runner.models import RunnerModels
 from runner.service import CHALLENGER_REF, CHAMPION_REF, ModelRunner
 from runner.settings import RunnerSettings, WorkerSettings
@@ -52,6 +56,8 @@ thresholds = DecisionThresholds()
 reason_settings = ReasonSettings()
 log = logging.getLogger(__name__)
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+# on SIGTERM: new scoring requests 503 for api_drain_s and until those in flight are answered
+stopping = Drain(min_s=settings.api_drain_s, quiet_s=0.0, timeout_s=worker.drain_timeout_s)
 
 Applications = Annotated[
     list[Application], Field(min_length=1, max_length=MAX_APPLICATIONS_PER_REQUEST)
@@ -64,6 +70,7 @@ Applications = Annotated[
     workers=settings.api_workers,
     resources={"cpu": "1"},
     traffic={"timeout": settings.api_timeout_s},  # in-flight bound: RequestGuard below
+    tracing=settings.tracing(),
     logging=service_logging(worker),
 )
 class CreditRiskAPI:
@@ -89,6 +96,7 @@ class CreditRiskAPI:
         )
         self.shadow = self.shadow_batcher()
         self.background: list[asyncio.Task[None]] = []
+        self.request_ids = RequestIds()
         freeze_startup_heap()
 
     def choose_scorer(self) -> Scorer:
@@ -98,8 +106,18 @@ class CreditRiskAPI:
             models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
             return LocalScorer(models, max_rows)
         return RemoteScorer(
-            self.runner, max_rows, settings.api_runner_calls_in_flight, settings.runner_retries
+            self.runner,
+            max_rows,
+            settings.api_runner_calls_in_flight,
+            settings.runner_retries,
+            settings.runner_deadline_s,
+            settings.runner_probe_interval_s,
         )
+
+    def __is_ready__(self) -> bool:
+        """Not ready while stopping or while the runner is unreachable (BentoML's ``/readyz``
+        then also asks the runner itself)."""
+        return self.scorer.available and not stopping.draining
 
     def reason_coder(self, model_explains: bool) -> ReasonCoder | None:
         if not model_explains:
@@ -119,17 +137,29 @@ class CreditRiskAPI:
         )
 
     @bentoml.api(route="/score")
-    async def score(self, applications: Applications, explain: bool = False) -> ScoreResponse:
+    async def score(self, applications: Applications, explain: StrictBool = False) -> ScoreResponse:
         """Score a batch of applications; each answer carries its request id, the model tag,
         and for a review or decline (every application with ``explain``) its principal
         reasons."""
+        # Over HTTP, api/score_endpoint.py answers this route with the same input model and
+        # `answer`; this declaration is the contract BentoML documents and its clients read.
+        return await self.answer(applications, explain)
+
+    async def answer(self, applications: list[Application], explain: bool) -> ScoreResponse:
+        """validate (done by the caller) -> features -> model -> decision -> reasons ->
+        answers -> record. Refused (503, Retry-After) while the prediction log cannot take
+        more rows: an answer that could not be logged is never given."""
+        if not self.monitor.accepting:
+            raise ServiceUnavailable("prediction log backlog full, retry later")
         records = [application.model_dump() for application in applications]
         raw = raw_columns_from_records(records)
         matrix = raw_to_matrix(raw, self.params)
         probabilities = await self.scorer.predict(matrix)
         verdicts = decide(probabilities, raw, thresholds)
         principal = await self.principal_reasons(matrix, verdicts, explain)
-        results = answers(applications, probabilities, verdicts, principal, self.model_tag)
+        results = answers(
+            applications, probabilities, verdicts, principal, self.model_tag, self.request_ids
+        )
         self.monitor.record_answers(raw, records, results)
         if self.shadow is not None:
             self.shadow.add(raw, [result.request_id for result in results])
@@ -147,7 +177,9 @@ class CreditRiskAPI:
 
     @bentoml.on_startup
     async def start_background(self) -> None:
-        """Drift gauges and shadow scoring, inside the serving loop and off the request path."""
+        """Drift gauges and shadow scoring, inside the serving loop and off the request path;
+        a SIGTERM drains before the worker stops (runner/drain.py)."""
+        stop_after_drain(stopping)
         self.background.append(asyncio.create_task(self.refresh_drift()))
         if self.shadow is not None:
             self.background.append(asyncio.create_task(self.shadow.run()))
@@ -197,9 +229,22 @@ class CreditRiskAPI:
 
 
 # bentoml's decorators are typed as returning the class, not the Service they build
+# Outermost: while draining, refuses scoring before any other work and closes connections.
+CreditRiskAPI.add_asgi_middleware(  # type: ignore[attr-defined]
+    DrainGate, drain=stopping, refuse_paths=("/score",), close_connections=True
+)
 CreditRiskAPI.add_asgi_middleware(  # type: ignore[attr-defined]
     RequestGuard,
     paths=("/score",),
     max_in_flight=settings.api_max_concurrency,
     on_rejected=count_rejections,
+)
+# /docs.json as OpenAPI 3.0 with the guard's answers documented, so 3.0 tools read the contract
+CreditRiskAPI.add_asgi_middleware(ServedDocument, guarded_paths=("/score",))  # type: ignore[attr-defined]
+# Innermost: the guard (and any middleware registered above) has already checked the request.
+CreditRiskAPI.add_asgi_middleware(  # type: ignore[attr-defined]
+    ScoreEndpoint,
+    path="/score",
+    input_model=CreditRiskAPI.apis["score"].input_spec,  # type: ignore[attr-defined]
+    service=bentoml.get_current_service,
 )

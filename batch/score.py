@@ -4,7 +4,8 @@ features, torch scorer and business rules as the online path.
     python -m batch.score applications.csv scored.csv [--rejects rejects.csv]
 
 Rows that break the contract do not fail the file: they go to the rejects file with the row
-number, the field and the reason, and every other row is scored.
+number, the field and the reason, and every other row is scored. ``python -m batch.distributed``
+runs ``score_frame`` on pieces of larger inputs on a Dask cluster (docs/batch.md).
 """
 
 from __future__ import annotations
@@ -27,11 +28,16 @@ from model_artifact.loaded_model import LoadedModel
 from model_artifact.settings import RegistrySettings
 from model_artifact.torch_scorer import select_device
 
-CHUNK_ROWS = 8192  # bounds the feature block's memory on large files
+# Input rows validated and scored together. It bounds memory on large files, and it fixes
+# which rows share a model call: the network's float sums depend on the batch they run in (by
+# up to 1.2e-7 here), so a job that cuts a file at multiples of it (batch/distributed.py)
+# gives exactly the floats of this one.
+BLOCK_ROWS = 8192
 # Output columns as categoricals over the verdict table: no per-row strings are built.
 DECISION_NAMES = list(dict.fromkeys(verdict.decision for verdict in VERDICTS))
 DECISION_OF_VERDICT = np.array([DECISION_NAMES.index(verdict.decision) for verdict in VERDICTS])
 REASONS = ["|".join(verdict.reasons) for verdict in VERDICTS]
+REJECT_COLUMNS = ["row", "field", "reason"]  # one line per contract error of a refused row
 
 
 @dataclass(frozen=True)
@@ -70,43 +76,66 @@ def score_chunk(
     return probabilities, codes, coder.cells(len(codes), rows, attributions)
 
 
+def reason_coder(model: LoadedModel, reasons: ReasonSettings | None) -> ReasonCoder | None:
+    """Principal reasons come from the model as online, when it ships a baseline."""
+    if model.bundle.baseline is None:
+        return None
+    return ReasonCoder(model.bundle.feature_params.feature_names, reasons or ReasonSettings())
+
+
+def score_block(
+    frame: pd.DataFrame,
+    first_row: int,
+    model: LoadedModel,
+    thresholds: DecisionThresholds,
+    coder: ReasonCoder | None,
+    explain_all: bool,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, rejects) of at most ``BLOCK_ROWS`` input rows, the first numbered
+    ``first_row``: contract, features, model, decision and reasons in one pass."""
+    table = validate_table(frame)
+    probabilities, codes, cells = score_chunk(table.raw, model, thresholds, coder, explain_all)
+    results = pd.DataFrame(
+        {
+            "row": table.rows + first_row,
+            "request_id": table.request_ids,  # the caller's, when the file has them
+            "probability_default": probabilities,
+            "decision": pd.Categorical.from_codes(DECISION_OF_VERDICT[codes], DECISION_NAMES),
+            "reasons": pd.Categorical.from_codes(codes, REASONS),
+            "principal_reasons": cells,
+            "model_tag": model.tag,
+        }
+    )
+    rejects = pd.DataFrame(table.rejects, columns=REJECT_COLUMNS).astype({"row": "int64"})
+    rejects["row"] += first_row
+    return results, rejects
+
+
 def score_frame(
     frame: pd.DataFrame,
     model: LoadedModel,
     thresholds: DecisionThresholds,
     reasons: ReasonSettings | None = None,
     explain_all: bool = False,
+    first_row: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(results, rejects) for one table; results keep the input row number. Principal reasons
-    come from the model as online: for adverse decisions, or every row with ``explain_all``."""
-    table = validate_table(frame)
-    coder = None
-    if model.bundle.baseline is not None:
-        coder = ReasonCoder(model.bundle.feature_params.feature_names, reasons or ReasonSettings())
-    chunks = [
-        score_chunk(
-            {f: c[start : start + CHUNK_ROWS] for f, c in table.raw.items()},
+    """(results, rejects) for a table whose first row is input row ``first_row``, scored
+    ``BLOCK_ROWS`` input rows at a time. Principal reasons come from the model as online: for
+    adverse decisions, or every row with ``explain_all``."""
+    coder = reason_coder(model, reasons)
+    blocks = [
+        score_block(
+            frame.iloc[start : start + BLOCK_ROWS],
+            first_row + start,
             model,
             thresholds,
             coder,
             explain_all,
         )
-        for start in range(0, len(table.rows), CHUNK_ROWS)
+        for start in range(0, max(len(frame), 1), BLOCK_ROWS)  # an empty table: one block
     ]
-    probabilities = np.concatenate([c[0] for c in chunks] or [np.empty(0, dtype=np.float32)])
-    codes = np.concatenate([c[1] for c in chunks] or [np.empty(0, dtype=np.intp)])
-    results = pd.DataFrame(
-        {
-            "row": table.rows,
-            "request_id": table.request_ids,  # the caller's, when the file has them
-            "probability_default": probabilities,
-            "decision": pd.Categorical.from_codes(DECISION_OF_VERDICT[codes], DECISION_NAMES),
-            "reasons": pd.Categorical.from_codes(codes, REASONS),
-            "principal_reasons": [cell for chunk in chunks for cell in chunk[2]],
-            "model_tag": model.tag,
-        }
-    )
-    return results, pd.DataFrame(table.rejects, columns=["row", "field", "reason"])
+    results = pd.concat([block[0] for block in blocks], ignore_index=True)
+    return results, pd.concat([block[1] for block in blocks], ignore_index=True)
 
 
 def score_file(
@@ -116,9 +145,10 @@ def score_file(
     model: LoadedModel,
     thresholds: DecisionThresholds,
     explain_all: bool = False,
+    reasons: ReasonSettings | None = None,
 ) -> BatchSummary:
     frame = read_table(source)
-    results, rejects = score_frame(frame, model, thresholds, explain_all=explain_all)
+    results, rejects = score_frame(frame, model, thresholds, reasons, explain_all)
     write_table(results, output)
     write_table(rejects, rejects_path)
     return BatchSummary(rows=len(frame), scored=len(results), rejected=rejects["row"].nunique())

@@ -116,6 +116,26 @@ class ScoreResponse(BaseModel):
     results: list[ScoreResult]
 
 
+class ErrorDetail(BaseModel):
+    """One reason a request was refused: where (``loc``: a path into the body, ``[]`` for the
+    body as a whole, or ``["header", name]``), what (``msg``), and a stable kind (``type``,
+    pydantic's error types plus the request guard's), which the rejection metric counts."""
+
+    model_config = ConfigDict(extra="allow")  # pydantic adds a link to its documentation
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorResponse(BaseModel):
+    """The body of every refused request: 4xx for bad input; 503 (with ``Retry-After``) when
+    overloaded or the model stage is unavailable, listing no violation."""
+
+    error: str = Field(description="A one-line summary.")
+    detail: list[ErrorDetail] = Field(description="One entry per violation.")
+
+
 def contract_document() -> dict[str, Any]:
     """Machine-readable contract, logged with every model and served at ``GET /contract``."""
     return {

@@ -12,6 +12,13 @@ lowest that broke.
 ``Step`` is one measured step (built from what the load generator saw, plus the server's CPU
 and memory over it); ``Measured`` is one served configuration's steps, read per SLO. The sizing
 sweep, its verification and the benchmark all search and read capacity here.
+
+A step whose generator was saturated (``Step.generator_saturated``: a generator process above
+``GENERATOR_CPU_LIMIT`` % of one core, or more than ``LATE_SHARE`` of the arrivals sent late by
+the generator itself) measured the generator, not the server: its latency includes the
+generator's own delay. Such steps end the ramp and are no points of the fit; when one lies at or
+below the lowest rate that broke the SLO on a sound generator, the capacity is not measured but
+generator-bound (``generator_bound``): the sound steps' reading is only a lower bound.
 """
 
 from __future__ import annotations
@@ -28,13 +35,18 @@ from loadtests.load_result import LoadResult
 
 ERROR_BUDGET = 0.001
 BAND = 3.0  # steps with p99 within SLO / BAND .. SLO * BAND inform the fitted line
+# A Python generator process cannot use more than one core; past this share of it, its event
+# loop wakes late and its latencies are partly its own.
+GENERATOR_CPU_LIMIT = 85.0
+LATE_SHARE = 0.05  # the offered rate is not delivered once this share of arrivals leaves late
 
 
 @dataclass
 class Step:
     """One load step as measured: offered and achieved rate, latency percentiles (from each
-    scheduled arrival), errors by kind, and the server's CPU (% of one core) and resident memory
-    over it."""
+    scheduled arrival), errors by kind, the server's CPU (% of one core) and resident memory
+    over it, and the generator's own CPU (all its processes, and the busiest one) and late
+    sends."""
 
     offered_rps: float
     achieved_rps: float
@@ -47,6 +59,10 @@ class Step:
     server_rss_mb: float
     error_kinds: dict[str, int] = field(default_factory=dict)  # status or exception: count
     window_s: float = 0.0  # how long the step's arrivals ran
+    generator_cpu_percent: float = 0.0  # every generator process together, % of one core
+    generator_peak_cpu_percent: float = 0.0  # the busiest generator process, % of one core
+    generator_processes: int = 0  # how many processes generated the load (0: not measured)
+    sent_late: int = 0  # arrivals the generator itself sent late
 
     @classmethod
     def of(
@@ -70,6 +86,19 @@ class Step:
             server_rss_mb=round(server_rss_mb, 1),
             error_kinds=result.error_kinds,
             window_s=window_s,
+            generator_cpu_percent=round(result.generator_cpu_percent, 1),
+            generator_peak_cpu_percent=round(result.generator_peak_cpu_percent, 1),
+            generator_processes=len(result.generator),
+            sent_late=result.sent_late,
+        )
+
+    @property
+    def generator_saturated(self) -> bool:
+        """The generator could not keep up: a process of it near a full core, or it did not
+        deliver the offered rate on schedule (more than ``LATE_SHARE`` sent late)."""
+        return (
+            self.generator_peak_cpu_percent > GENERATOR_CPU_LIMIT
+            or self.sent_late > LATE_SHARE * self.requests
         )
 
     def within_error_budget(self) -> bool:
@@ -90,36 +119,57 @@ def bracket(steps: list[Step], slo_p99_ms: float) -> tuple[float, float]:
     return held, broke
 
 
+def sound(steps: list[Step]) -> list[Step]:
+    """The steps whose generator kept up: the only ones that measured the server."""
+    return [s for s in steps if not s.generator_saturated]
+
+
 def search(step: Callable[[float], Step], grid: Mapping[str, Any]) -> list[Step]:
     """Geometric steps from ``start_rps`` by ``growth`` until the loosest SLO breaks, then
     ``refine_steps`` bisections of each SLO's knee (a coarse ramp alone is stuck on its grid).
     Only the ramp's stop is confirmed: a step that breaks the loosest SLO is run once more and
     the ramp goes on if the rerun holds, since one stall of the shared host can break a short
     step. Both runs are kept as points for the fit, and no other step is rerun: judging only
-    breaks on a second try would bias the knee upwards."""
+    breaks on a second try would bias the knee upwards. A step with a saturated generator ends
+    the ramp at once (higher rates would measure the generator harder), and the bisections
+    stay below it: between the highest sound step that held and the lowest rate that broke
+    with a sound generator or saturated one, where a sound step may still find the knee."""
     steps: list[Step] = []
 
-    def held(rate: float, slo: float) -> bool:
+    def goes_on(rate: float, slo: float) -> bool:
         steps.append(step(rate))
-        return steps[-1].held(slo)
+        return steps[-1].held(slo) and not steps[-1].generator_saturated
 
     loosest = max(grid["slos_p99_ms"])
     rate = grid["start_rps"]
-    while rate <= grid["max_rps"] and (held(rate, loosest) or held(rate, loosest)):
+    while rate <= grid["max_rps"] and (
+        goes_on(rate, loosest) or (not steps[-1].generator_saturated and goes_on(rate, loosest))
+    ):
         rate *= grid["growth"]
     for slo in grid["slos_p99_ms"]:
         for _ in range(grid.get("refine_steps", 0)):
-            below, above = bracket(steps, slo)
-            if not below or math.isinf(above):
+            below, above = bracket(sound(steps), slo)
+            above = min([above, *(s.offered_rps for s in steps if s.generator_saturated)])
+            if not below or math.isinf(above) or below >= above:
                 break
-            held(math.sqrt(below * above), slo)
+            goes_on(math.sqrt(below * above), slo)
     return steps
+
+
+def generator_bound(steps: list[Step], slo_p99_ms: float) -> bool:
+    """Whether the capacity at this SLO is the generator's, not the server's: a step with a
+    saturated generator at or below the lowest rate that broke the SLO with a sound one (any
+    rate, when no sound step broke it)."""
+    _, broke = bracket(sound(steps), slo_p99_ms)
+    return any(s.generator_saturated and s.offered_rps <= broke for s in steps)
 
 
 def capacity(steps: list[Step], slo_p99_ms: float) -> float:
     """The offered rate at which the fitted log(p99) line meets the SLO, kept inside the span of
     the steps it was fitted on and below any rate that broke the error budget (such steps still
-    count as latency points: past the knee the API sheds a few requests with quick 503s)."""
+    count as latency points: past the knee the API sheds a few requests with quick 503s). Read
+    from the sound steps only: where ``generator_bound``, a lower bound."""
+    steps = sound(steps)
     held, _ = bracket(steps, slo_p99_ms)
     overload = min((s.offered_rps for s in steps if not s.within_error_budget()), default=math.inf)
     # the knee's neighbourhood only: a stalled step far below it is no point of its curve
@@ -157,6 +207,10 @@ class Measured:
         sees its own steps, so two close knees can otherwise come out in the wrong order)."""
         tighter = [s for s in self.slos_p99_ms if s < slo_p99_ms]
         return max(capacity(self.steps, s) for s in [*tighter, slo_p99_ms])
+
+    def generator_bound(self, slo_p99_ms: float) -> bool:
+        """The capacity at this SLO is a lower bound set by the load generator (knee.py)."""
+        return generator_bound(self.steps, slo_p99_ms)
 
     def cpu_ms_per_request(self, slo_p99_ms: float) -> float:
         """Server CPU per request over the steps from half the capacity to the capacity: the

@@ -1,5 +1,12 @@
 """Run the Locust scenario headless and read back what it measured: the smoke test's plain run,
-and the sizing's paced open-loop steps (``paced_run``)."""
+and the sizing's paced open-loop steps (``paced_run``).
+
+One Python process cannot drive a fleet, and on a shared host a single generator process that
+runs out of CPU would be read as the server's knee, so a run is a master and ``processes``
+workers (Locust's ``--processes``; -1: one per core, 0: a single process), the master bound to
+loopback on a free port so concurrent runs never meet. Whatever the worker count, ``--rate`` is
+the total offered rate (the locustfile splits it per user over every worker).
+"""
 
 from __future__ import annotations
 
@@ -14,12 +21,15 @@ from pathlib import Path
 
 from loadtests.load_result import LoadResult
 from loadtests.pacing import read_result
+from loadtests.server import free_port
 
 LOCUST = str(Path(sys.executable).with_name("locust"))
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 RATE_PER_USER = 4.0  # req/s each Poisson-paced user offers, so each is rarely busy
 WARM_UP_S = 2.0  # users spawn and open their connections before the window
 DRAIN_S = 10.0  # the longest a paced run waits for its window's last answers
+REPORT_S = 10.0  # for the workers to start, connect and report, beyond the run's own time
+PROCESSES = -1  # Locust workers: one per core (Locust's own -1); 0 runs a single process
 
 
 @dataclass(frozen=True)
@@ -34,9 +44,23 @@ class LocustRun:
         return self.stats["Aggregated"]
 
 
-def run_locust(host: str, users: int, seconds: float, *options: str) -> LocustRun:
-    """``users`` users for at most ``seconds`` (a ``--window`` run ends once it is answered);
-    raises if Locust failed to run."""
+def distributed(processes: int) -> list[str]:
+    """Locust's options for a master and ``processes`` local workers on loopback (none for 0)."""
+    if not processes:
+        return []
+    port = str(free_port())
+    return [
+        *("--processes", str(processes)),
+        *("--master-bind-host", "127.0.0.1", "--master-bind-port", port),
+        *("--master-host", "127.0.0.1", "--master-port", port),
+    ]
+
+
+def run_locust(
+    host: str, users: int, seconds: float, *options: str, processes: int = PROCESSES
+) -> LocustRun:
+    """``users`` users for at most ``seconds`` (a ``--window`` run ends once it is answered) on
+    ``processes`` workers; raises if Locust failed to run."""
     with tempfile.TemporaryDirectory() as folder:
         completed = subprocess.run(
             [
@@ -51,22 +75,24 @@ def run_locust(host: str, users: int, seconds: float, *options: str) -> LocustRu
                 "-r",
                 str(2 * users),
                 "-t",
-                f"{seconds:.0f}s",
+                f"{math.ceil(seconds)}s",
                 "--only-summary",
                 "--csv",
                 f"{folder}/locust",
                 "--result-out",
                 f"{folder}/arrivals.json",
+                *distributed(processes),
                 *options,
             ],
             capture_output=True,
             text=True,
-            timeout=seconds + 120,
+            timeout=seconds + REPORT_S + 120,
             cwd=folder,
             check=False,
         )
         stats = Path(folder) / "locust_stats.csv"
-        if not stats.is_file():
+        arrivals_file = Path(folder) / "arrivals.json"
+        if not stats.is_file() or not arrivals_file.is_file():
             raise RuntimeError(f"locust did not run:\n{completed.stderr[-3000:]}")
         with stats.open() as handle:
             rows = {row["Name"]: row for row in csv.DictReader(handle)}
@@ -74,7 +100,7 @@ def run_locust(host: str, users: int, seconds: float, *options: str) -> LocustRu
         with (Path(folder) / "locust_failures.csv").open() as handle:
             for row in csv.DictReader(handle):
                 failures[row["Error"]] += int(row["Occurrences"])
-        arrivals = read_result(Path(folder) / "arrivals.json")
+        arrivals = read_result(arrivals_file)
     return LocustRun(rows, completed.returncode, failures, arrivals)
 
 
@@ -83,13 +109,29 @@ def paced_users(rate: float) -> int:
     return max(16, math.ceil(rate / RATE_PER_USER))
 
 
-def paced_run(host: str, rate: float, seconds: float, bad_share: float) -> LocustRun:
-    """The scenario as an open-loop Poisson source at ``rate`` over a ``seconds`` window that
-    opens once every user is connected (``loadtests/pacing.py``)."""
+def paced_options(rate: float, seconds: float, bad_share: float) -> list[str]:
+    """The locustfile's options for an open-loop Poisson source at ``rate`` in all over a
+    ``seconds`` window that opens once every user is connected (``loadtests/pacing.py``)."""
+    return [
+        *("--rate", f"{rate:.1f}", "--bad-share", f"{bad_share}"),
+        *("--warm-up", f"{WARM_UP_S}", "--window", f"{seconds}", "--drain", f"{DRAIN_S}"),
+    ]
+
+
+def paced_seconds(seconds: float) -> float:
+    """The ``-t`` of a paced run: it ends once its window is answered, this only backs it up."""
+    return WARM_UP_S + seconds + DRAIN_S + REPORT_S
+
+
+def paced_run(
+    host: str, rate: float, seconds: float, bad_share: float, processes: int = PROCESSES
+) -> LocustRun:
+    """The scenario paced at ``rate`` over a ``seconds`` window (``paced_options``) on
+    ``processes`` workers."""
     return run_locust(
         host,
         paced_users(rate),
-        WARM_UP_S + seconds + DRAIN_S,
-        *("--rate", f"{rate:.1f}", "--bad-share", f"{bad_share}"),
-        *("--warm-up", f"{WARM_UP_S}", "--window", f"{seconds}"),
+        paced_seconds(seconds),
+        *paced_options(rate, seconds, bad_share),
+        processes=processes,
     )

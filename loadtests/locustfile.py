@@ -13,29 +13,75 @@ advance and not moved by response times; independent Poisson sources add up to o
 rate. Give it enough users that each is rarely busy (the sizing's ``loadtests/locust_run.py``
 gives one per 4 req/s).
 ``--result-out FILE`` writes every windowed arrival's outcome and latency, timed from its
-scheduled arrival, as JSON (what the sizing judges); Locust's own CSV and HTML stay as usual.
+scheduled arrival, how many arrivals the generator itself sent late, and each generator
+process's CPU over the window, as JSON (what the sizing judges); Locust's own CSV and HTML stay
+as usual. A windowed run ends once its arrivals are answered, or ``--drain`` seconds after the
+window, counting the rest as unfinished.
+
+Distributed, the same options on the master: ``--processes N`` forks N workers on this
+machine; across machines run ``--master --expect-workers N`` on one and ``--worker
+--master-host HOST`` on the others (docs/sizing.md). ``--rate`` stays the total: the master
+splits it per user over every worker's users and forwards the share with the spawn message.
+Each worker sends the master its arrivals and CPU (a custom message), and the master writes
+``--result-out`` once every worker has reported.
 """
 
 from __future__ import annotations
 
 import itertools
+import math
+import os
 import random
+import socket
 import time
 from pathlib import Path
 
 import gevent
+from gevent.event import AsyncResult
 from locust import FastHttpUser, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import ResponseContextManager
 from locust.env import Environment
 from locust.exception import StopUser
+from locust.rpc import Message
+from locust.runners import MasterRunner, Runner, WorkerRunner
 
-from loadtests.pacing import OK, PoissonSchedule, ScheduledLatencies, Window, write_result
+from loadtests.load_result import LoadResult, ProcessCpu
+from loadtests.pacing import (
+    OK,
+    CpuClock,
+    PoissonSchedule,
+    Reports,
+    ScheduledLatencies,
+    Window,
+    merge,
+    result_from_dict,
+    result_to_dict,
+    user_rate,
+    write_result,
+)
 from loadtests.traffic import application_pool, bad_body, good_body
 
 HEADERS = {"content-type": "application/json"}
-_record: ScheduledLatencies | None = None
+CONNECT = "connect (before the window)"
+ARRIVALS = "arrivals"  # the custom message a worker's result travels in
+
 _keys = itertools.count()
+
+
+class _Run:
+    """This process's part of the current run (module state: Locust's event hooks are plain
+    functions). Workers and a lone process record arrivals; the master and a lone process
+    collect the results."""
+
+    pool: AsyncResult | None = None  # the data set, loading in a native thread
+    record: ScheduledLatencies | None = None
+    clock = CpuClock()
+    window_cpu: ProcessCpu | None = None  # this process's CPU over the window, read at its end
+    reports: Reports | None = None
+    reported = False  # this process's own result has been handed in
+    written = False  # --result-out is written
+    stopping = False  # the runner is stopping: no early quit any more
 
 
 @events.init_command_line_parser.add_listener
@@ -47,36 +93,125 @@ def _options(parser: LocustArgumentParser) -> None:
     )
     parser.add_argument("--warm-up", type=float, default=0, help="seconds before the window")
     parser.add_argument("--window", type=float, default=0, help="measured seconds (0: the rest)")
+    parser.add_argument(
+        "--drain", type=float, default=10, help="seconds after the window for its last answers"
+    )
     parser.add_argument("--result-out", default="", help="JSON file of windowed arrivals")
+
+
+@events.init.add_listener
+def _on_init(environment: Environment, runner: Runner, **_: object) -> None:
+    if isinstance(runner, MasterRunner):
+        runner.register_message(ARRIVALS, _received)
+    else:
+        _Run.pool = _load_pool()
+
+
+def _load_pool() -> AsyncResult:
+    """The data set, loaded in a native thread while gevent goes on: a worker whose loop is
+    blocked for 3 s sends no heartbeat and the master drops it (loading on a busy host took
+    that long)."""
+    return gevent.get_hub().threadpool.spawn(application_pool)
 
 
 @events.test_start.add_listener
 def _start(environment: Environment, **_: object) -> None:
-    global _record
-    application_pool()  # load the data before the clock starts, not inside a request
-    options = environment.parsed_options
-    if options:
-        window = Window(time.monotonic() + options.warm_up, options.window or float("inf"))
-        _record = ScheduledLatencies(window)
+    options, runner = environment.parsed_options, environment.runner
+    if not isinstance(runner, MasterRunner):  # the master sends no requests
+        (_Run.pool or _load_pool()).get()  # the data before the clock starts, not in a request
+    if not options or runner is None:
+        return
+    window = Window(time.monotonic() + options.warm_up, options.window or math.inf)
+    _Run.reported = _Run.written = _Run.stopping = False
+    _Run.window_cpu = None
+    gevent.spawn(_start_clock, window.start)
+    if not isinstance(runner, WorkerRunner):
+        # forwarded to every worker with the spawn message (a custom option, not a default one)
+        options.user_rate = user_rate(options.rate, options.num_users) if options.rate else 0.0
+        workers = runner.worker_count if isinstance(runner, MasterRunner) else 1
+        _Run.reports = Reports(workers, options.window or math.inf)
+    if not isinstance(runner, MasterRunner):
+        _Run.record = ScheduledLatencies(window)
         if options.window:
-            gevent.spawn(_quit_when_answered, environment, _record)
+            gevent.spawn(_report_when_answered, environment, _Run.record, options.drain)
 
 
-def _quit_when_answered(environment: Environment, record: ScheduledLatencies) -> None:
-    """End the run once the window is over and its last arrival is answered (``-t`` bounds
-    the wait for stragglers)."""
+def _start_clock(at: float) -> None:
+    gevent.sleep(max(0.0, at - time.monotonic()))
+    _Run.clock.start()
+
+
+def _report_when_answered(
+    environment: Environment, record: ScheduledLatencies, drain: float
+) -> None:
+    """Hand in this process's result once the window is over and its last arrival answered,
+    or ``drain`` seconds after the window."""
     gevent.sleep(max(0.0, record.window.end - time.monotonic()))
-    while record.in_flight:
+    _Run.window_cpu = _Run.clock.read(_process_name(environment.runner))
+    deadline = record.window.end + drain
+    while record.in_flight and time.monotonic() < deadline:
         gevent.sleep(0.05)
+    _report(environment)
+
+
+@events.test_stop.add_listener
+def _stop(environment: Environment, **_: object) -> None:
+    """A run cut off (``-t``, or no window): hand in what was recorded."""
+    _Run.stopping = True
+    _report(environment)
+
+
+def _report(environment: Environment) -> None:
+    """This process's arrivals and CPU, once: to the master from a worker, else kept here."""
+    runner = environment.runner
+    if _Run.reported or _Run.record is None or isinstance(runner, MasterRunner):
+        return
+    _Run.reported = True
+    result = _Run.record.close()
+    result.generator.append(_Run.window_cpu or _Run.clock.read(_process_name(runner)))
+    if isinstance(runner, WorkerRunner):
+        runner.send_message(ARRIVALS, result_to_dict(result))
+    else:
+        _collect(environment, result)
+
+
+def _process_name(runner: Runner | None) -> str:
+    if isinstance(runner, WorkerRunner):
+        return f"worker {socket.gethostname()}:{os.getpid()}"
+    return "master" if isinstance(runner, MasterRunner) else "local"
+
+
+def _received(environment: Environment, msg: Message, **_: object) -> None:
+    _collect(environment, result_from_dict(msg.data))
+
+
+def _collect(environment: Environment, result: LoadResult) -> None:
+    if _Run.reports is None:
+        return
+    options = environment.parsed_options
+    if _Run.reports.add(result) and options and options.window and not _Run.stopping:
+        gevent.spawn(_finish, environment)
+
+
+def _finish(environment: Environment) -> None:
+    """Every worker has reported a windowed run: write the result and end the run."""
+    _write(environment)
     if environment.runner is not None:
         environment.runner.quit()
 
 
 @events.quitting.add_listener
 def _write(environment: Environment, **_: object) -> None:
-    options = environment.parsed_options
-    if _record and options and options.result_out:
-        write_result(_record.close(), Path(options.result_out))
+    """The master's (or the lone process's) merged result, once; a worker that never reported
+    is counted as missing, so the reader refuses an incomplete result."""
+    options, reports = environment.parsed_options, _Run.reports
+    if _Run.written or reports is None or not options or not options.result_out:
+        return
+    _Run.written = True
+    merged = merge(reports.received)
+    if isinstance(environment.runner, MasterRunner):
+        merged.generator.append(_Run.clock.read(_process_name(environment.runner)))
+    write_result(merged, Path(options.result_out), reports.missing)
 
 
 def failure_kind(response: ResponseContextManager) -> str:
@@ -95,32 +230,36 @@ class CreditApplicant(FastHttpUser):
         self.bad_share = options.bad_share if options else 0.05
         self.batch_size = options.batch_size if options else 1
         self.schedule = None
-        if options and options.rate and _record:
-            self.client.get("/livez", name="connect (before the window)")
-            self.schedule = PoissonSchedule(
-                options.rate / options.num_users, _record.window, self.rng
-            )
+        rate = getattr(options, "user_rate", 0.0)  # set by the master (or lone process)
+        if rate and _Run.record:
+            self.client.get("/livez", name=CONNECT)
+            self.schedule = PoissonSchedule(rate, _Run.record.window, self.rng)
 
-    def next_arrival(self) -> float:
-        """Now in closed loop; else sleep until this user's next scheduled arrival. A user whose
-        schedule has left the window stops (its requests are all answered by then)."""
+    def next_arrival(self) -> tuple[float, float | None]:
+        """When the next request is due, and when this user woke for it: now and None in closed
+        loop; else sleep until this user's next scheduled arrival (None: still busy with the
+        previous request when it fell due). A user whose schedule has left the window stops
+        (its requests are all answered by then)."""
         if self.schedule is None:
-            return time.monotonic()
+            return time.monotonic(), None
         arrival = self.schedule.take()
         if arrival is None:
             raise StopUser
-        gevent.sleep(max(0.0, arrival - time.monotonic()))
-        return arrival
+        wait = arrival - time.monotonic()
+        if wait <= 0:
+            return arrival, None
+        gevent.sleep(wait)
+        return arrival, time.monotonic()
 
     @task
     def score(self) -> None:
-        arrival = self.next_arrival()
+        arrival, woke = self.next_arrival()
         key = next(_keys)
-        if _record:
-            _record.begin(key, arrival)
+        if _Run.record:
+            _Run.record.begin(key, arrival, woke)
         outcome = self.post_bad() if self.rng.random() < self.bad_share else self.post_good()
-        if _record:
-            _record.end(key, outcome)
+        if _Run.record:
+            _Run.record.end(key, outcome)
 
     def post_bad(self) -> str:
         kind, body = bad_body(self.rng)

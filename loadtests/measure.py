@@ -1,10 +1,12 @@
 """Measuring a served configuration: start the built Bento under its environment, warm it, and run
 the knee search with one bounded load step at a time, each with the server's CPU and memory.
 
-Two loads drive a step: the Locust scenario paced as an open-loop Poisson source (what clients
-of the API send; ``loadtests/locust_run.py``), and the aiohttp open-loop generator for bodies
-the scenario does not speak (the runner's matrix API, other servers in the benchmark). Loopback
-only; every step is bounded in time and rate.
+Two loads drive a step: the Locust scenario paced as an open-loop Poisson source, a master and
+worker processes (what clients of the API send; ``loadtests/locust_run.py``), and the aiohttp
+open-loop generator for bodies the scenario does not speak (the runner's matrix API, other
+servers in the benchmark). Each step keeps the generator's own CPU beside the server's, so a
+step the generator could not drive is known (``knee.Step.generator_saturated``). Loopback only;
+every step is bounded in time and rate.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from loadtests import knee
 from loadtests.burst import burst
 from loadtests.knee import Measured, Step
 from loadtests.load_result import LoadResult
-from loadtests.locust_run import paced_run
+from loadtests.locust_run import PROCESSES, paced_run
 from loadtests.openloop import open_loop
 from loadtests.server import NO_CHALLENGER, Server
 from loadtests.traffic import application_pool
@@ -40,9 +42,10 @@ RUNNER_ALONE = "runner alone (pre-built matrices)"
 Load = Callable[[float, float], LoadResult]  # (rate, seconds) -> what one step saw
 
 
-def locust_load(host: str) -> Load:
-    """The Locust scenario (real rows, good input only), paced at the step's rate."""
-    return lambda rate, seconds: paced_run(host, rate, seconds, 0).arrivals
+def locust_load(host: str, processes: int = PROCESSES) -> Load:
+    """The Locust scenario (real rows, good input only), paced at the step's rate in all over
+    ``processes`` workers."""
+    return lambda rate, seconds: paced_run(host, rate, seconds, 0, processes).arrivals
 
 
 def open_loop_load(url: str, body: bytes) -> Load:
@@ -89,7 +92,10 @@ def search(server: Server, load: Load, grid: Mapping[str, Any], name: str) -> li
         done = run_step(server, load, rate, grid["step_seconds"])
         print(
             f"  {name}: {done.offered_rps} req/s -> p99 {done.p99_ms} ms, "
-            f"errors {done.errors} {done.error_kinds or ''}, cpu {done.server_cpu_percent}%",
+            f"errors {done.errors} {done.error_kinds or ''}, cpu {done.server_cpu_percent}%, "
+            f"generator cpu {done.generator_cpu_percent}% (busiest process "
+            f"{done.generator_peak_cpu_percent}%, late {done.sent_late})"
+            + (" SATURATED" if done.generator_saturated else ""),
             flush=True,
         )
         return done
@@ -119,14 +125,17 @@ def score_body() -> bytes:
     return json.dumps({"applications": [application_pool()[0]]}).encode()
 
 
-def measure_configuration(config: Mapping[str, Any], grid: Mapping[str, Any]) -> Measured:
-    """One grid configuration (name, instance, env) served and searched with the Locust load."""
+def measure_configuration(
+    config: Mapping[str, Any], grid: Mapping[str, Any], processes: int = PROCESSES
+) -> Measured:
+    """One grid configuration (name, instance, env) served and searched with the Locust load
+    on ``processes`` workers."""
     measured = Measured(
         config["name"], config["instance"], dict(config["env"]), [], tuple(grid["slos_p99_ms"])
     )
     with serving(measured.env) as server:
         warm(f"{server.url}/score", score_body(), grid["start_rps"])
-        measured.steps = search(server, locust_load(server.url), grid, measured.name)
+        measured.steps = search(server, locust_load(server.url, processes), grid, measured.name)
     return measured
 
 

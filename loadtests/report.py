@@ -36,6 +36,11 @@ STEP_COLUMNS = [
     "server_cpu_percent",
     "server_rss_mb",
     "window_s",
+    "generator_cpu_percent",
+    "generator_peak_cpu_percent",
+    "generator_processes",
+    "sent_late",
+    "generator_saturated",
     "error_kinds",
 ]
 
@@ -51,8 +56,25 @@ def write_steps(path: Path, rows: Iterable[tuple[str, Step]]) -> None:
         writer = csv.DictWriter(handle, STEP_COLUMNS)
         writer.writeheader()
         for label, step in rows:
-            values = asdict(step) | {"error_kinds": error_kinds_text(step.error_kinds)}
+            values = asdict(step) | {
+                "generator_saturated": step.generator_saturated,
+                "error_kinds": error_kinds_text(step.error_kinds),
+            }
             writer.writerow({"configuration": label, **values})
+
+
+def capacity_cell(measured: Measured, slo_p99_ms: float) -> str:
+    """The capacity, or where the generator set the limit, the lower bound marked as such."""
+    capacity = f"{measured.capacity(slo_p99_ms):.0f}"
+    return f">= {capacity} (generator-bound)" if measured.generator_bound(slo_p99_ms) else capacity
+
+
+def generator_text(measured: list[Measured]) -> str:
+    """Which Locust processes generated the load, read from the steps themselves."""
+    processes = max((s.generator_processes for m in measured for s in m.steps), default=0)
+    if processes > 1:
+        return f"a Locust master and {processes - 1} worker processes"
+    return "one Locust process" if processes == 1 else "Locust"
 
 
 def sizing_markdown(
@@ -69,31 +91,41 @@ def sizing_markdown(
         f"model {model_tag})",
         "",
         f"Measured on {platform.machine()}, {os.cpu_count()} cores, load generator co-located "
-        "(capacities are lower bounds). Open-loop Poisson arrivals from Locust (one Poisson-paced "
-        f"user per {RATE_PER_USER:.0f} req/s, connections opened before a "
-        f"{grid['step_seconds']} s measured window, latency timed from each scheduled arrival; "
-        "the runner alone: the aiohttp open-loop generator), one application per request; error "
-        f"budget {knee.ERROR_BUDGET:.1%}. Capacity: where a line fitted to log(p99) against the "
-        "rate over the steps near the SLO meets it (`loadtests/knee.py`). The served "
-        "configurations are CPU only (no GPU here); the runner stage on a GPU is in its own "
-        "section below.",
+        "(capacities are lower bounds). Open-loop Poisson arrivals from "
+        f"{generator_text(configurations)} (one Poisson-paced user per {RATE_PER_USER:.0f} "
+        f"req/s over all workers, connections opened before a {grid['step_seconds']} s "
+        "measured window, latency timed from each scheduled arrival; the runner alone: the "
+        "aiohttp open-loop generator), one application per request; error budget "
+        f"{knee.ERROR_BUDGET:.1%}. Capacity: where a line fitted to log(p99) against the rate "
+        "over the steps near the SLO meets it (`loadtests/knee.py`). The served configurations "
+        "are CPU only (no GPU here); the runner stage on a GPU is in its own section below.",
+        "",
+        "The generator's own CPU is measured beside the server's. A step whose generator was "
+        f"saturated (a generator process above {knee.GENERATOR_CPU_LIMIT:.0f}% of one core over "
+        f"the window, or more than {knee.LATE_SHARE:.0%} of the arrivals sent late by the "
+        "generator itself) measured the generator: it is no point of the fit, and a capacity "
+        "that rests on such steps reads **generator-bound**, a lower bound, not the server's "
+        "capacity.",
         "",
         "| configuration | "
         + " | ".join(f"capacity @p99<={s:.0f} ms (req/s)" for s in slos)
-        + " | peak CPU % | RSS MB |",
-        "|---|" + "---|" * len(slos) + "---|---|",
+        + " | server peak CPU % | generator peak CPU %, all (busiest process) | RSS MB |",
+        "|---|" + "---|" * len(slos) + "---|---|---|",
     ]
     for result in [*configurations, runner]:
         peak = max(result.steps, key=lambda s: s.server_cpu_percent)
+        generator = max(s.generator_cpu_percent for s in result.steps)
+        busiest = max(s.generator_peak_cpu_percent for s in result.steps)
         lines.append(
             f"| {result.name} | "
-            + " | ".join(f"{result.capacity(s):.0f}" for s in slos)
-            + f" | {peak.server_cpu_percent:.0f} | {peak.server_rss_mb:.0f} |"
+            + " | ".join(capacity_cell(result, s) for s in slos)
+            + f" | {peak.server_cpu_percent:.0f} | {generator:.0f} ({busiest:.0f}) "
+            f"| {peak.server_rss_mb:.0f} |"
         )
     lines += [
         "",
         "Every step in the order run (rate, latency percentiles, errors by kind, server CPU and "
-        "memory): [steps.csv](steps.csv).",
+        "memory, the generator's CPU and late sends): [steps.csv](steps.csv).",
         "",
         f"## Recommendation for {grid['target_rps']} req/s at {grid['headroom']:.0%} of capacity",
         "",
@@ -110,7 +142,7 @@ def sizing_markdown(
         "",
         "## Per stage",
         "",
-        f"Runner alone (pre-built one-row matrices): {runner.capacity(max(slos)):.0f} req/s at "
+        f"Runner alone (pre-built one-row matrices): {capacity_cell(runner, max(slos))} req/s at "
         f"p99 <= {max(slos):.0f} ms. The API stage is not measured alone: the in-process "
         "configurations are the API with the model inside it (no runner hop).",
         "",

@@ -1,7 +1,10 @@
-"""Start and stop a real `bentoml serve` on loopback, for tests, checks and sizing runs."""
+"""Start and stop a real `bentoml serve` on loopback, for tests, checks and sizing runs, and
+reach its worker processes (to kill, stop or signal one, as the fault tests do)."""
 
 from __future__ import annotations
 
+import itertools
+import json
 import os
 import signal
 import socket
@@ -10,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import requests
 
 BENTOML = str(Path(sys.executable).with_name("bentoml"))
@@ -22,6 +26,18 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def serves(process: psutil.Process, service: str) -> bool:
+    """Whether ``process`` is a BentoML worker of ``service`` (``--service-name`` in its
+    command line); False for one that has just gone."""
+    try:
+        command = process.cmdline()
+    except psutil.Error:
+        return False
+    return any(
+        flag == "--service-name" and name == service for flag, name in itertools.pairwise(command)
+    )
 
 
 class Server:
@@ -64,6 +80,23 @@ class Server:
                 pass
             time.sleep(0.5)
         raise TimeoutError(f"not ready in {timeout_s}s:\n{self.log.read_text()[-3000:]}")
+
+    def workers(self, service: str) -> list[psutil.Process]:
+        """The live worker processes of one BentoML service (by its name, e.g.
+        ``credit_risk_runner``) under this server's arbiter."""
+        arbiter = psutil.Process(self.process.pid)
+        return [child for child in arbiter.children(recursive=True) if serves(child, service)]
+
+    def dependency_url(self, service: str) -> str:
+        """Where the API workers reach a locally spawned dependency (a ``file://`` socket)."""
+        api = next(p for p in psutil.Process(self.process.pid).children() if "--fd" in p.cmdline())
+        url: str = json.loads(api.environ()["BENTOML_RUNNER_MAP"])[service]
+        return url
+
+    def terminate(self) -> None:
+        """SIGTERM to the arbiter alone, as Kubernetes sends it to a container's first process;
+        the arbiter passes it on to every worker."""
+        self.process.send_signal(signal.SIGTERM)
 
     def stop(self) -> int:
         """SIGTERM the whole group (BentoML's graceful shutdown), SIGKILL after 30 s."""

@@ -6,11 +6,13 @@ API and runner deployments for a target load at the least cost, and write a repo
 
 For every configuration in the grid it serves the built Bento (`credit-risk:latest`) with that
 configuration's environment and its own empty prediction log, and raises open-loop Poisson
-arrivals (the Locust scenario, paced per user on a Poisson schedule, measured over a window
-after the connections are open; `loadtests/pacing.py`) step by step until p99 passes the
-largest SLO or errors pass the budget, then bisects each SLO's knee, recording latency
-percentiles, errors by kind, server CPU and memory per step (`loadtests/measure.py`). Capacity
-is where the fitted latency curve meets the SLO (`loadtests/knee.py`). It also measures the
+arrivals (the Locust scenario from a master and ``--processes`` workers, paced per user on a
+Poisson schedule, measured over a window after the connections are open; `loadtests/pacing.py`)
+step by step until p99 passes the largest SLO or errors pass the budget, then bisects each
+SLO's knee, recording latency percentiles, errors by kind, server CPU and memory, and the
+generator's own CPU beside it, per step (`loadtests/measure.py`). Capacity is where the fitted
+latency curve meets the SLO (`loadtests/knee.py`), unless a saturated generator set it: then it
+is reported as generator-bound, a lower bound. It also measures the
 runner alone with pre-built matrices (per-stage sizing; the aiohttp open-loop generator, since
 the Locust scenario speaks the API contract).
 
@@ -30,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-from loadtests import recommend, runs, verify
+from loadtests import locust_run, profile_values, recommend, runs, verify
 from loadtests.measure import measure_configuration, measure_runner_alone
 from loadtests.report import write_sizing_report
 from model_artifact.champion import resolve_served_tags
@@ -58,6 +60,12 @@ def main(argv: list[str] | None = None) -> None:
         "--verify", action="store_true", help="measure a run's first recommendation again"
     )
     parser.add_argument(
+        "--processes",
+        type=int,
+        default=locust_run.PROCESSES,
+        help="Locust worker processes per step (-1: one per core; 0: one process, no workers)",
+    )
+    parser.add_argument(
         "--run",
         type=Path,
         metavar="FOLDER",
@@ -69,13 +77,15 @@ def main(argv: list[str] | None = None) -> None:
     grid = yaml.safe_load(args.grid.read_text())
     if args.verify:
         folder = args.run or runs.newest_run(TOOL, "recommendation.json", args.out)
-        print(verify.verify(grid, folder))
+        print(verify.verify(grid, folder, args.processes))
         print(f"verification: {folder / 'verification.md'}")
         return
     prices = yaml.safe_load(args.prices.read_text())
     model_tag = resolve_served_tags(RegistrySettings()).champion
     folder = runs.new_run(TOOL, args.out)
-    configurations = [measure_configuration(config, grid) for config in grid["configurations"]]
+    configurations = [
+        measure_configuration(config, grid, args.processes) for config in grid["configurations"]
+    ]
     with tempfile.TemporaryDirectory() as logs:
         runner = measure_runner_alone(grid, Path(logs))
     options = recommend.recommend_per_slo(configurations, grid, prices)
@@ -86,6 +96,15 @@ def main(argv: list[str] | None = None) -> None:
             f"({option['usd_per_million_predictions']} $ per million predictions)"
         )
     print(f"report: {folder / 'report.md'}")
+    try:
+        written = profile_values.write_profiles(
+            folder, configurations, runner, grid, prices, model_tag
+        )
+    except ValueError as error:  # the sizing stands; only the deployment values are missing
+        print(f"profile values not written: {error}")
+        return
+    for path in written:
+        print(f"profile values: {profile_values.display(path)}")
 
 
 if __name__ == "__main__":

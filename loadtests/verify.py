@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from loadtests.knee import Measured, Step
-from loadtests.locust_run import LocustRun, paced_run
+from loadtests.locust_run import PROCESSES, LocustRun, paced_run
 from loadtests.measure import (
     locust_load,
     measure_configuration,
@@ -48,6 +48,19 @@ def verification_grid(grid: Mapping[str, Any], predicted: float, slo: float) -> 
     """The verification's knee search: one SLO, x1.2 steps from 60% of the prediction."""
     return dict(
         grid, slos_p99_ms=[slo], start_rps=predicted * 0.6, growth=1.2, max_rps=predicted * 2
+    )
+
+
+def generator_line(passes: list[Measured], at_prediction: list[Step]) -> str:
+    """How hard the load generator worked, and whether any pass measured it instead."""
+    steps = [*(s for m in passes for s in m.steps), *at_prediction]
+    busiest = max((s.generator_peak_cpu_percent for s in steps), default=0.0)
+    saturated = sum(s.generator_saturated for s in steps)
+    bound = sum(m.generator_bound(m.slos_p99_ms[0]) for m in passes)
+    return (
+        f"busiest process at most {busiest:.0f}% of one core, {saturated} of {len(steps)} steps "
+        f"saturated, {bound} of {len(passes)} passes generator-bound (a lower bound, not the "
+        "server's capacity)"
     )
 
 
@@ -84,25 +97,27 @@ def verification_markdown(
         f"- Locust at the operating point, {operating:.0f} req/s ({grid['headroom']:.0%} of "
         f"capacity), 5% bad input, {HOLD_S:.0f} s: {mixed.total['Request Count']} "
         f"requests, {mixed.total['Failure Count']} failures {dict(mixed.failure_kinds)}, p99 "
-        f"{mixed.arrivals.percentile_ms(99):.0f} ms (from schedule).\n\n"
+        f"{mixed.arrivals.percentile_ms(99):.0f} ms (from schedule);\n"
+        f"- generator: {generator_line(passes, at_prediction)}.\n\n"
         "Every step of each pass and at the predicted capacity, in the order run: "
         "[verification-steps.csv](verification-steps.csv).\n"
     )
 
 
-def verify(grid: Mapping[str, Any], folder: Path) -> str:
-    """Verify the sizing run in ``folder``; returns the verification's text."""
+def verify(grid: Mapping[str, Any], folder: Path, processes: int = PROCESSES) -> str:
+    """Verify the sizing run in ``folder`` with the Locust load on ``processes`` workers;
+    returns the verification's text."""
     option, config = first_recommendation(folder)
     predicted, slo = option["capacity_rps_per_replica"], option["slo_p99_ms"]
     search = verification_grid(grid, predicted, slo)
-    passes = [measure_configuration(config, search) for _ in range(PASSES)]
+    passes = [measure_configuration(config, search, processes) for _ in range(PASSES)]
     with serving(config["env"]) as server:
         warm(f"{server.url}/score", score_body(), search["start_rps"])
-        load = locust_load(server.url)
+        load = locust_load(server.url, processes)
         at_prediction = [
             run_step(server, load, predicted, grid["step_seconds"]) for _ in range(REPEATS)
         ]
-        mixed = paced_run(server.url, predicted * grid["headroom"], HOLD_S, bad_share=0.05)
+        mixed = paced_run(server.url, predicted * grid["headroom"], HOLD_S, 0.05, processes)
     text = verification_markdown(option, grid, passes, at_prediction, mixed)
     (folder / "verification.md").write_text(text)
     write_steps(

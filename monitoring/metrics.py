@@ -108,8 +108,22 @@ ESTIMATED_AUC_ALERT = Gauge(
 
 LOG_BACKLOG = Gauge(
     "credit_risk_prediction_log_backlog_rows",
-    "Answered rows not yet written to the prediction log.",
+    "Answered rows not yet written to the prediction log (in memory or in the spool).",
     multiprocess_mode="livesum",
+)
+LOG_OLDEST_AGE = Gauge(
+    "credit_risk_prediction_log_oldest_unshipped_age_seconds",
+    "Age of the oldest answered row not yet in the prediction log's database (0: none).",
+    multiprocess_mode="livemax",
+)
+LOG_UNWRITABLE = Counter(
+    "credit_risk_prediction_log_unwritable_rows",
+    "Answered rows the prediction log could not write (the database refused the row, or it "
+    "could not be serialised); kept in the spool file's unwritable table.",
+)
+LOG_SHIP_RETRIES = Counter(
+    "credit_risk_prediction_log_ship_retries",
+    "Failed writes of a batch into the prediction log's database, retried with backoff.",
 )
 
 

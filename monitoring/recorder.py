@@ -33,12 +33,7 @@ class ServingMonitor:
         self.settings = settings
         self.training = training_performance(training_metrics)
         self.drift = DriftWindow(bundle.reference, settings.drift_window)
-        self.log = PredictionLog(
-            settings.prediction_log_url,
-            batch_rows=settings.prediction_log_batch_rows,
-            flush_interval_s=settings.prediction_log_flush_s,
-            retention_days=settings.prediction_log_retention_days,
-        )
+        self.log = PredictionLog(settings.prediction_log_url, settings=settings)
         metrics.MODEL_INFO.labels(
             model_tag,
             labels.get("mlflow_version", "unknown"),
@@ -139,6 +134,11 @@ class ServingMonitor:
             "max_auc_drop": self.settings.estimated_auc_drop_alert,
             "alert": alert,
         }
+
+    @property
+    def accepting(self) -> bool:
+        """Whether the prediction log can take this request's rows (``PredictionLog``)."""
+        return self.log.accepting
 
     def close(self) -> None:
         self.log.close()

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 # Absolute, so the server (whose working directory is the Bento's own folder in the store)
 # and the outcome join run from the repository read and write the same log.
 DEFAULT_LOG_URL = f"sqlite:///{Path.home() / '.credit-risk' / 'predictions.db'}"
+DEFAULT_SPOOL_DIR = str(Path.home() / ".credit-risk" / "spool")
 
 
 class MonitoringSettings(BaseSettings):
@@ -22,7 +23,38 @@ class MonitoringSettings(BaseSettings):
     )
     prediction_log_batch_rows: int = Field(500, ge=1, description="Rows per log insert.")
     prediction_log_flush_s: float = Field(
-        1.0, gt=0, description="Longest a logged row waits for its insert."
+        0.2,
+        gt=0,
+        description="Longest an answered row waits in memory before it is on disk in the "
+        "spool: what a hard kill (SIGKILL) of a worker can lose.",
+    )
+    prediction_log_spool_dir: str = Field(
+        DEFAULT_SPOOL_DIR,
+        description="Folder of the per-worker spool files that hold answered rows until the "
+        "database has them (a volume that outlives the worker).",
+    )
+    prediction_log_spool_fsync: bool = Field(
+        True,
+        description="Sync each spool commit to the device (`false`: a power cut may lose the "
+        "last seconds; a killed worker still loses nothing spooled).",
+    )
+    prediction_log_spool_max_rows: int = Field(
+        1_000_000,
+        ge=1,
+        description="Rows a worker's spool may hold while the database is away before the API "
+        "refuses requests (503).",
+    )
+    prediction_log_memory_rows: int = Field(
+        20_000,
+        ge=1,
+        description="Answered rows a worker may hold in memory, not yet spooled, before the "
+        "API refuses requests (503).",
+    )
+    prediction_log_drain_s: float = Field(
+        20.0,
+        ge=0,
+        description="Longest a clean stop waits for the database to take the spool; what is "
+        "left ships after the next start.",
     )
     prediction_log_retention_days: int = Field(
         365,

@@ -14,6 +14,7 @@ import numpy as np
 from model_artifact.champion import resolve_served_tags
 from model_artifact.settings import RegistrySettings
 from model_artifact.torch_scorer import select_device
+from runner.drain import Drain, DrainGate, stop_after_drain
 from runner.models import RunnerModels
 from runner.settings import RunnerSettings, WorkerSettings
 from runner.worker import freeze_startup_heap, limit_torch_threads, service_logging
@@ -32,6 +33,14 @@ worker = WorkerSettings()
 # old one while requests are still in flight on it (ServerDisconnectedError in the caller under
 # concurrency). Renewal exists to rebalance keep-alive connections across replicas; here it is
 # off by default and the API retries the idempotent scoring call instead (docs/operations.md).
+# On SIGTERM the runner keeps serving until its API has been quiet for a while: the API drains
+# first and still needs it for the requests it accepted (runner/drain.py).
+stopping = Drain(
+    min_s=settings.runner_drain_quiet_s,
+    quiet_s=settings.runner_drain_quiet_s,
+    timeout_s=worker.drain_timeout_s,
+)
+
 SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
 
 # Adaptive batching: requests are merged on axis 0 up to this size, waiting at most this long.
@@ -60,6 +69,14 @@ class ModelRunner:
         self.models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
         freeze_startup_heap()
 
+    @bentoml.on_startup
+    async def defer_stop(self) -> None:
+        stop_after_drain(stopping)
+
+    def __is_ready__(self) -> bool:
+        """Not ready once stopping, so a load balancer sends it nothing new."""
+        return not stopping.draining
+
     # async: the batch is scored on the event loop, not handed to a thread pool. A batch takes
     # well under a millisecond on CPU, less than the hand-off and thread switches it replaces.
     @batched
@@ -82,3 +99,6 @@ class ModelRunner:
     def describe(self) -> dict[str, Any]:
         """What this runner serves, for the API's ``GET /model`` and readiness."""
         return self.models.describe()
+
+
+ModelRunner.add_asgi_middleware(DrainGate, drain=stopping)  # type: ignore[attr-defined]

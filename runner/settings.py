@@ -25,6 +25,11 @@ class RunnerSettings(BaseSettings):
     )
     runner_max_latency_ms: int = Field(200, ge=1, description="Adaptive batching's latency budget.")
     runner_timeout_s: float = Field(10.0, gt=0, description="Runner request timeout.")
+    runner_drain_quiet_s: float = Field(
+        2.0,
+        ge=0,
+        description="After SIGTERM, the runner serves until it has had no call for this long.",
+    )
     runner_session_max_requests: int = Field(
         2**31 - 1,
         ge=1,
@@ -41,3 +46,8 @@ class WorkerSettings(BaseSettings):
         1, ge=1, description="Torch intra-op threads per worker (scale workers, not threads)."
     )
     access_log: bool = Field(False, description="BentoML's per-request access log line.")
+    drain_timeout_s: float = Field(
+        20.0,
+        gt=0,
+        description="Longest a stopping worker keeps serving (below the pod's grace period).",
+    )

@@ -25,6 +25,7 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["CREDIT_RISK_MLFLOW_ARTIFACT_LOCATION"] = str(_WORKSPACE / "mlartifacts")
     os.environ["CREDIT_RISK_CHAMPION_FILE"] = str(_WORKSPACE / "champion.json")
     os.environ["CREDIT_RISK_PREDICTION_LOG_URL"] = f"sqlite:///{_WORKSPACE / 'predictions.db'}"
+    os.environ["CREDIT_RISK_PREDICTION_LOG_SPOOL_DIR"] = str(_WORKSPACE / "spool")
     for tier in TIERS:
         config.addinivalue_line("markers", f"{tier}: tests in tests/{tier}/")
 
@@ -108,3 +109,27 @@ def champion(workspace):
     report = promote(settings, version=result.registered_version)
     assert report.promoted, report.gates
     return settings, result, report
+
+
+@pytest.fixture
+def candidate(champion):
+    """A freshly trained, registered, not yet promoted version (another seed than the champion)."""
+    from training.settings import TrainingConfig
+    from training.train import train
+
+    settings, _, _ = champion
+    return train(TrainingConfig(**TINY_CONFIG, seed=7), settings)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A real PostgreSQL server on 127.0.0.1 for the session, started on first use
+    (tests/postgres_server.py; as ``nobody`` when the tests run as root). Tests make their own
+    database with ``postgres.create_database(name)``; one that stops the server starts it again."""
+    from postgres_server import PostgresServer
+
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()

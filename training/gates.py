@@ -7,14 +7,21 @@ from __future__ import annotations
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-from credit_risk.contract import CONTRACT_FIELDS, CONTRACT_VERSION, Application
+from credit_risk.contract import (
+    CONTRACT_FIELDS,
+    CONTRACT_VERSION,
+    Application,
+    contract_document,
+)
 from credit_risk.decision import DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
 from model_artifact.bundle import ModelBundle
-from model_artifact.loaded_model import LoadedModel
+from model_artifact.loaded_model import LoadedModel, StoredModel
 from training.registry import Candidate
 from training.settings import PromotionSettings
 
@@ -28,15 +35,59 @@ class GateResult:
     detail: str
 
 
+def load_gate(imported: StoredModel) -> tuple[GateResult, LoadedModel | None]:
+    """The imported copy must load the way the runner loads it: bundle files, then the exported
+    network. What a broken artifact raises belongs to the loader (zipfile, torch.export, json,
+    pydantic), so any failure becomes this gate's refusal in the loader's own words, not a
+    traceback; the gates that need the loaded model then cannot run."""
+    try:
+        loaded = LoadedModel.from_bento_model(imported, torch.device("cpu"))
+    except Exception as error:  # every loader failure is a refusal, whatever its type
+        reason = f"{type(error).__name__}: {error}".splitlines()[0]
+        return GateResult("loads", False, f"{imported.tag} does not load: {reason}"), None
+    width = len(loaded.bundle.feature_params.feature_names)
+    return GateResult("loads", True, f"bundle and network ({width} inputs) load on cpu"), loaded
+
+
+def field_definitions(contract: dict[str, Any]) -> dict[str, Any]:
+    """Each field's JSON schema without its prose (title, description): what a value may be."""
+    properties = contract.get("application_schema", {}).get("properties", {})
+    return {
+        name: {k: v for k, v in schema.items() if k not in ("title", "description")}
+        for name, schema in properties.items()
+    }
+
+
 def contract_gate(bundle: ModelBundle) -> GateResult:
-    version_ok = bundle.contract.get("version") == CONTRACT_VERSION
-    fields_ok = bundle.contract.get("fields") == list(CONTRACT_FIELDS)
-    return GateResult(
-        "contract",
-        version_ok and fields_ok,
-        f"model contract {bundle.contract.get('version')} vs served {CONTRACT_VERSION}; "
-        f"fields {'match' if fields_ok else 'differ'}",
-    )
+    """The model must have been trained for the contract this code serves: same version, same
+    fields in the same order, each accepting the same values (a level or bound changed without
+    a version bump is caught here, not by the model's silent misreading)."""
+    model_version = bundle.contract.get("version")
+    model_fields = list(bundle.contract.get("fields", []))
+    served_fields = list(CONTRACT_FIELDS)
+    theirs = field_definitions(bundle.contract)
+    ours = field_definitions(contract_document())
+    only_served = [f for f in served_fields if f not in model_fields]
+    only_model = [f for f in model_fields if f not in served_fields]
+    changed = [f for f in served_fields if f in model_fields and theirs.get(f) != ours.get(f)]
+    differences = [
+        f"{label} {fields}"
+        for label, fields in (
+            ("served only", only_served),
+            ("model only", only_model),
+            ("definition changed", changed),
+        )
+        if fields
+    ]
+    detail = f"model contract {model_version} vs served {CONTRACT_VERSION}; "
+    if differences:
+        detail += "fields differ: " + ", ".join(differences)
+    elif model_fields != served_fields:
+        detail += "same fields in another order"
+    else:
+        detail += "fields match"
+    passed = model_version == CONTRACT_VERSION and model_fields == served_fields and not changed
+    return GateResult("contract", passed, detail)
 
 
 def decisions(

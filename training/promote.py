@@ -16,8 +16,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 import bentoml
@@ -30,7 +32,14 @@ from credit_risk.decision import DecisionThresholds
 from model_artifact.champion import ChampionRecord, Promotion, read_champion, write_champion
 from model_artifact.loaded_model import LoadedModel, mlflow_folder
 from model_artifact.settings import RegistrySettings
-from training.gates import GateResult, contract_gate, dependency_gate, golden_gate, metric_gate
+from training.gates import (
+    GateResult,
+    contract_gate,
+    dependency_gate,
+    golden_gate,
+    load_gate,
+    metric_gate,
+)
 from training.registry import Candidate, current_alias, resolve
 from training.settings import PromotionSettings
 
@@ -85,8 +94,16 @@ def import_into_store(
         return model, True
 
 
-def load(model: bentoml.Model) -> LoadedModel:
-    return LoadedModel.from_bento_model(model, CPU)
+def load_champion(champion: Candidate, registry: RegistrySettings) -> LoadedModel:
+    """The champion to count decision flips against: from this BentoML store when it holds it,
+    else straight from the registry, so a machine with a fresh store can promote against a
+    shared tracking server (the download is not imported: a refusal leaves the store alone)."""
+    try:
+        return LoadedModel.from_bento_model(bentoml.models.get(bento_tag(champion, registry)), CPU)
+    except NotFound:
+        with tempfile.TemporaryDirectory() as folder:
+            path = mlflow.artifacts.download_artifacts(champion.model_uri, dst_path=folder)
+            return LoadedModel.from_mlflow_dir(champion.model_uri, Path(path), CPU)
 
 
 def run_gates(
@@ -97,14 +114,20 @@ def run_gates(
     policy: PromotionSettings,
     thresholds: DecisionThresholds,
 ) -> list[GateResult]:
-    loaded = load(imported)
-    champion_model = None
-    if champion is not None and champion.version != candidate.version:
-        champion_model = load(bentoml.models.get(bento_tag(champion, registry)))
+    """Every gate that can run: an artifact that does not load is refused by ``loads`` and
+    cannot be checked against its contract or golden set."""
+    against = champion if champion is not None and champion.version != candidate.version else None
+    loads, loaded = load_gate(imported)
+    gates = [loads]
+    if loaded is not None:
+        champion_model = None if against is None else load_champion(against, registry)
+        gates += [
+            contract_gate(loaded.bundle),
+            golden_gate(loaded, champion_model, policy, thresholds),
+        ]
     return [
-        contract_gate(loaded.bundle),
-        golden_gate(loaded, champion_model, policy, thresholds),
-        metric_gate(candidate, champion if champion_model else None, policy),
+        *gates,
+        metric_gate(candidate, against, policy),
         dependency_gate(mlflow_folder(imported) / "requirements.txt"),
     ]
 

@@ -16,6 +16,7 @@ import tempfile
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
+from urllib.parse import urlparse
 
 import mlflow
 import numpy as np
@@ -77,7 +78,18 @@ def repaid_reference(matrix: np.ndarray, labels: np.ndarray) -> np.ndarray:
 
 
 def ensure_experiment(registry: RegistrySettings) -> None:
-    """Select the experiment, creating it with the configured artifact location if new."""
+    """Select the experiment, creating it with the configured artifact location if new. A
+    tracking server given a folder on this machine would register models that only this
+    machine can read, so that pairing is refused (leave the location unset: the server's
+    artifact proxy, or name shared storage such as ``s3://``)."""
+    location = registry.mlflow_artifact_location
+    remote = urlparse(registry.mlflow_tracking_uri).scheme in ("http", "https")
+    if remote and location is not None and urlparse(location).scheme in ("", "file"):
+        raise ValueError(
+            f"CREDIT_RISK_MLFLOW_ARTIFACT_LOCATION {location!r} is local to this machine but "
+            f"the tracking server {registry.mlflow_tracking_uri} is shared: unset it or use "
+            "shared storage"
+        )
     client = mlflow.MlflowClient()
     if client.get_experiment_by_name(registry.experiment_name) is None:
         client.create_experiment(
@@ -87,6 +99,8 @@ def ensure_experiment(registry: RegistrySettings) -> None:
 
 
 def train(config: TrainingConfig, registry: RegistrySettings) -> TrainResult:
+    mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
+    ensure_experiment(registry)  # a store that cannot take the run fails before training
     frame = sample(load_credit_data(), config.sample_rows, config.split_seed)
     splits = split(frame, config.split_seed)
     records = {
@@ -127,8 +141,6 @@ def train(config: TrainingConfig, registry: RegistrySettings) -> TrainResult:
     )
     data_id = fingerprint(frame)
 
-    mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
-    ensure_experiment(registry)
     with mlflow.start_run() as run, tempfile.TemporaryDirectory() as folder:
         mlflow.set_tags(
             {

@@ -27,7 +27,7 @@ RULE_TESTS = MONITORING / "alerts.test.yml"
 PROMETHEUS_CONFIG = MONITORING / "prometheus.yml"
 GRAFANA = MONITORING / "grafana"
 DASHBOARDS = sorted((GRAFANA / "dashboards").glob("*.json"))
-CONFIGMAP = REPO_ROOT / "deploy" / "k8s" / "configmap.yaml"
+CONFIGMAP = REPO_ROOT / "deploy" / "k8s" / "base" / "configmap.yaml"
 PROMTOOL_HINT = (
     "promtool is not on PATH: run `make setup` (as root it installs Debian's prometheus "
     "package), or apt-get install -y --no-install-recommends prometheus"
@@ -55,6 +55,9 @@ SERVICE_METRICS = {
     "credit_risk_training_default_rate": "gauge",
     "credit_risk_estimated_auc_alert": "gauge",
     "credit_risk_prediction_log_backlog_rows": "gauge",
+    "credit_risk_prediction_log_oldest_unshipped_age_seconds": "gauge",
+    "credit_risk_prediction_log_unwritable_rows": "counter",
+    "credit_risk_prediction_log_ship_retries": "counter",
 }
 # BentoML 1.4 services (`@bentoml.service`): RunnerTrafficMetricsMiddleware under the
 # api_server.metrics.namespace `bentoml_service`, labels endpoint, http_response_code,

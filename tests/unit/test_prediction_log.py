@@ -1,24 +1,46 @@
-"""The prediction log batches off the request path and loses nothing on a clean close; it
-keeps rows no longer than the retention."""
+"""The prediction log: batched off the request path; every answered row reaches the database
+once, through a spool on local disk that outlives a database that is away, a bound that is
+hit, a row the database refuses, a restart; rows kept no longer than the retention.
+
+The database here is SQLite; "away" is another connection holding its exclusive lock (every
+write fails with "database is locked"), as real as a busy database gets. The same behaviour
+against a PostgreSQL server that is stopped and started again is in
+tests/integration/test_prediction_log_postgres.py."""
 
 from __future__ import annotations
 
+import json
+import os
+import sqlite3
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from monitoring.metrics import REJECTIONS, count_rejections
+from monitoring.metrics import (
+    LOG_BACKLOG,
+    LOG_OLDEST_AGE,
+    LOG_SHIP_RETRIES,
+    LOG_UNWRITABLE,
+    REJECTIONS,
+    count_rejections,
+)
 from monitoring.prediction_log import (
     DAY_S,
     PREDICTIONS,
     PredictionLog,
+    backoff,
     delete_expired,
     main,
     read_predictions,
+    spool_folder,
 )
 from monitoring.settings import MonitoringSettings
+from monitoring.spool import Spool
 
 
 def row(request_id: str, role: str = "champion", logged_at: float | None = None) -> dict:
@@ -32,6 +54,43 @@ def row(request_id: str, role: str = "champion", logged_at: float | None = None)
         "reasons": "MODERATE_DEFAULT_RISK",
         "features": {"age": 30, "income": None},
     }
+
+
+def settings(tmp_path: Path, **fields: object) -> MonitoringSettings:
+    """The log's settings with its spool in the test's own folder; ``fields`` without the
+    ``prediction_log_`` prefix."""
+    given = {f"prediction_log_{name}": value for name, value in fields.items()}
+    return MonitoringSettings(prediction_log_spool_dir=str(tmp_path / "spool"), **given)
+
+
+def wait_until(condition, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+@contextmanager
+def database_away(database: Path) -> Iterator[None]:
+    """Another connection holds the SQLite file's exclusive lock: every write of the log fails
+    ("database is locked") until it lets go."""
+    holder = sqlite3.connect(database, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        yield
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+
+def locked_url(database: Path) -> str:
+    """A URL whose connections give up on a lock after 50 ms (SQLite's default is 5 s)."""
+    return f"sqlite:///{database}?timeout=0.05"
+
+
+def request_ids(url: str, role: str = "champion") -> list[str]:
+    """Logged ids, read with SQLite's default 5 s patience (the log may be writing)."""
+    return [r["request_id"] for r in read_predictions(url.split("?")[0], role)]
 
 
 def test_close_flushes_every_queued_row(tmp_path):
@@ -58,13 +117,14 @@ def test_rows_appear_after_the_flush_interval_without_close(tmp_path):
     log.close()
 
 
-def test_write_does_not_wait_for_the_database(tmp_path):
-    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", batch_rows=10_000, flush_interval_s=60)
-    rows = [row(str(i)) for i in range(200)]
+def test_write_does_not_wait_for_the_disk_or_the_database(tmp_path):
+    log = PredictionLog(f"sqlite:///{tmp_path / 'log.db'}", batch_rows=20_000, flush_interval_s=60)
+    rows = [row(str(i)) for i in range(100)]
     start = time.perf_counter()
     for _ in range(100):
         log.write(rows)
-    assert time.perf_counter() - start < 0.5  # 20,000 rows queued, none written yet
+    assert time.perf_counter() - start < 0.2  # 10,000 rows queued, none spooled or written yet
+    assert log.memory_rows == 10_000
     log.close()
 
 
@@ -129,6 +189,7 @@ def test_a_log_table_from_an_older_release_gains_the_new_columns(tmp_path):
     log.close()
     assert [r["request_id"] for r in read_predictions(url)] == ["after-upgrade"]
     assert "logged_at" in indexed_columns(url)  # the retention's index, added on upgrade
+    assert unique_keys(url) == [["request_id", "role"]]  # and the key that makes it idempotent
 
 
 # --- retention -------------------------------------------------------------------------------
@@ -141,6 +202,15 @@ def indexed_columns(url: str) -> set[str]:
     finally:
         engine.dispose()
     return {column for index in indexes for column in index["column_names"]}
+
+
+def unique_keys(url: str) -> list[list[str]]:
+    engine = sa.create_engine(url)
+    try:
+        indexes = sa.inspect(engine).get_indexes(PREDICTIONS.name)
+    finally:
+        engine.dispose()
+    return [index["column_names"] for index in indexes if index["unique"]]
 
 
 def fill(url: str, ages_days: dict[str, float], now: float) -> None:
@@ -243,3 +313,239 @@ def test_the_command_deletes_expired_rows_once(tmp_path, monkeypatch, capsys):
     assert main(["delete-expired", "--retention-days", "30"]) == 0
     assert logged_ids(url) == {"new"}
     assert "deleted=1 retention_days=30" in capsys.readouterr().out
+
+
+# --- durability ------------------------------------------------------------------------------
+
+
+def test_rows_wait_in_the_spool_while_the_database_is_away_and_arrive_once(tmp_path):
+    database = tmp_path / "log.db"
+    url = locked_url(database)
+    log = PredictionLog(url, flush_interval_s=0.02, settings=settings(tmp_path))
+    log.write([row("before")])
+    wait_until(lambda: request_ids(url) == ["before"])
+    retries = LOG_SHIP_RETRIES._value.get()
+    with database_away(database):
+        log.write([row(f"away-{i}") for i in range(300)])
+        wait_until(lambda: log.spool.rows == 300)  # on disk, not in memory
+        assert log.memory_rows == 0
+        wait_until(lambda: LOG_SHIP_RETRIES._value.get() >= retries + 2)  # tried, backing off
+        wait_until(lambda: LOG_OLDEST_AGE._value.get() > 0.2)
+        wait_until(lambda: LOG_BACKLOG._value.get() == 300)
+        assert log.accepting
+    wait_until(lambda: log.backlog == 0)
+    log.close()
+    assert sorted(request_ids(url)) == sorted(["before", *(f"away-{i}" for i in range(300))])
+    assert LOG_BACKLOG._value.get() == 0
+    assert LOG_OLDEST_AGE._value.get() == 0
+    assert not list((tmp_path / "spool").rglob("*.spool"))  # an empty spool is deleted
+
+
+def test_a_clean_stop_while_the_database_is_away_keeps_the_rows_for_the_next_start(tmp_path):
+    database = tmp_path / "log.db"
+    url = locked_url(database)
+    PredictionLog(url, settings=settings(tmp_path)).close()  # the table exists
+    with database_away(database):
+        log = PredictionLog(url, settings=settings(tmp_path, drain_s=0.3))
+        log.write([row(f"r{i}") for i in range(50)])
+        started = time.monotonic()
+        log.close()  # gives the database drain_s, then leaves the rows on disk
+        assert time.monotonic() - started < 5
+        (left,) = (tmp_path / "spool").rglob("*.spool")
+    assert request_ids(url) == []
+    PredictionLog(url, settings=settings(tmp_path)).close()  # the next start ships them
+    assert sorted(request_ids(url)) == sorted(f"r{i}" for i in range(50))
+    assert not left.exists()
+
+
+def test_a_row_delivered_twice_is_stored_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, settings=settings(tmp_path))
+    log.write([row("a"), row("a", role="challenger"), row("b")])
+    log.close()
+    again = PredictionLog(url, settings=settings(tmp_path))  # e.g. after a kill between the
+    again.write([row("a"), row("b"), row("c")])  # database's commit and the spool's
+    again.close()
+    assert request_ids(url) == ["a", "b", "c"]
+    assert request_ids(url, "challenger") == ["a"]
+
+
+def test_a_table_with_duplicate_keys_is_still_written_without_the_unique_index(tmp_path, caplog):
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    engine = sa.create_engine(url)
+    with engine.begin() as connection:  # an older release logged the same id twice
+        connection.execute(
+            sa.text(
+                "CREATE TABLE predictions (id INTEGER PRIMARY KEY, request_id VARCHAR(64) NOT NULL,"
+                " logged_at FLOAT NOT NULL, role VARCHAR(16) NOT NULL, model_tag VARCHAR(128) NOT"
+                " NULL, probability_default FLOAT NOT NULL, decision VARCHAR(16), reasons"
+                " VARCHAR(256), features JSON NOT NULL, principal_reasons JSON)"
+            )
+        )
+        for _ in range(2):
+            connection.execute(
+                sa.text(
+                    "INSERT INTO predictions (request_id, logged_at, role, model_tag,"
+                    " probability_default, features) VALUES ('dup', 1, 'champion', 't', 0.1, '{}')"
+                )
+            )
+    engine.dispose()
+    log = PredictionLog(url, retention_days=0, settings=settings(tmp_path))
+    log.write([row("new")])
+    log.close()
+    assert request_ids(url) == ["dup", "dup", "new"]
+    assert unique_keys(url) == []
+    assert "uq_predictions_request_role not created" in caplog.text
+
+
+def test_a_row_the_database_refuses_is_set_aside_and_counted_never_dropped(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, flush_interval_s=60, settings=settings(tmp_path))
+    before = LOG_UNWRITABLE._value.get()
+    refused = row("refused") | {"probability_default": None}  # NOT NULL in the table
+    unserialisable = row("unserialisable") | {"features": {"age": {30}}}  # a set: no JSON
+    log.write([row(f"ok-{i}") for i in range(5)] + [refused, unserialisable, row("ok-5")])
+    spool_path = log.spool.path
+    log.close()
+    assert request_ids(url) == [f"ok-{i}" for i in range(6)]  # the rest of the batch went in
+    assert LOG_UNWRITABLE._value.get() == before + 2
+    kept = Spool.orphans(spool_path.parent, fsync=False)
+    spool = next(kept)  # the file stays, for an operator, with both rows and the reasons
+    try:
+        (serialise_error, unserialisable_text), (insert_error, refused_text) = spool.unwritable()
+    finally:
+        spool.close()
+    assert "set is not JSON serializable" in serialise_error
+    assert "'unserialisable'" in unserialisable_text
+    assert "IntegrityError" in insert_error
+    assert "NOT NULL" in insert_error
+    assert '"request_id":"refused"' in refused_text
+
+
+def test_memory_and_spool_are_bounded_and_the_log_says_when_it_is_not_accepting(tmp_path):
+    database = tmp_path / "log.db"
+    url = locked_url(database)
+    PredictionLog(url, settings=settings(tmp_path)).close()
+    log = PredictionLog(
+        url,
+        flush_interval_s=0.02,
+        settings=settings(tmp_path, spool_max_rows=100, memory_rows=50),
+    )
+    with database_away(database):
+        log.write([row(f"s{i}") for i in range(100)])
+        wait_until(lambda: log.spool.rows == 100)
+        assert not log.accepting  # the spool is full: the API answers 503
+        log.write([row(f"m{i}") for i in range(40)])
+        time.sleep(0.2)
+        assert log.memory_rows == 40  # held in memory, not spooled past the bound
+        wait_until(lambda: LOG_BACKLOG._value.get() == 140)  # refreshed every second
+    wait_until(lambda: log.backlog == 0)
+    assert log.accepting
+    log.close()
+    assert len(request_ids(url)) == 140
+
+
+def test_a_memory_bound_reached_refuses_until_the_spool_catches_up(tmp_path):
+    log = PredictionLog(
+        f"sqlite:///{tmp_path / 'log.db'}",
+        batch_rows=1_000,
+        flush_interval_s=60,
+        settings=settings(tmp_path, memory_rows=30),
+    )
+    log.write([row(f"r{i}") for i in range(29)])
+    assert log.accepting
+    log.write([row("r29")])
+    assert not log.accepting  # 30 rows in memory: the bound
+    log.close()
+    assert log.memory_rows == 0
+
+
+def test_spools_of_workers_that_died_are_adopted_and_deleted(tmp_path):
+    """A lock that can be taken means its process is gone: the next log ships the rows."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    folder = spool_folder(tmp_path / "spool", url)
+    left = Spool.create(folder, fsync=False)
+    left.append([row(f"left-{i}") for i in range(7)])
+    assert list(Spool.orphans(folder, fsync=False)) == []  # its lock is still held
+    os.close(left._lock_descriptor)  # what the kernel does when its process dies
+    log = PredictionLog(url, settings=settings(tmp_path))
+    wait_until(lambda: len(request_ids(url)) == 7)
+    log.close()
+    assert sorted(request_ids(url)) == sorted(f"left-{i}" for i in range(7))
+    assert list(folder.iterdir()) == []
+
+
+def test_each_database_has_its_own_spool_folder(tmp_path):
+    a = spool_folder(tmp_path, "postgresql+psycopg://u:secret@db-a/credit")
+    assert a == spool_folder(tmp_path, "postgresql+psycopg://u:rotated@db-a/credit")
+    assert a != spool_folder(tmp_path, "postgresql+psycopg://u:secret@db-b/credit")
+
+
+def test_the_backoff_doubles_up_to_its_cap_with_jitter():
+    assert [round(backoff(1) / 0.25, 1) <= 1.0 for _ in range(5)] == [True] * 5
+    assert all(0.125 <= backoff(1) <= 0.25 for _ in range(50))
+    assert all(1.0 <= backoff(4) <= 2.0 for _ in range(50))
+    assert all(15.0 <= backoff(10_000) <= 30.0 for _ in range(50))
+
+
+def test_the_spool_settings_are_validated():
+    with pytest.raises(ValidationError):
+        MonitoringSettings(prediction_log_memory_rows=0)
+    with pytest.raises(ValidationError):
+        MonitoringSettings(prediction_log_spool_max_rows=0)
+    default = Path(MonitoringSettings.model_fields["prediction_log_spool_dir"].default)
+    assert default.is_absolute()  # the same folder whatever the working directory
+    assert default.parts[-2:] == (".credit-risk", "spool")
+
+
+@pytest.mark.parametrize(("fsync", "synchronous"), [(True, 2), (False, 1)])
+def test_spool_commits_reach_the_device_unless_fsync_is_off(tmp_path, fsync, synchronous):
+    """SQLite's synchronous=FULL (2) syncs the WAL at each commit; NORMAL (1) leaves it to the
+    kernel (still safe from a killed process, not from a power cut)."""
+    spool = Spool.create(tmp_path, fsync)
+    try:
+        assert spool._db.execute("PRAGMA synchronous").fetchone()[0] == synchronous
+        assert spool._db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    finally:
+        spool.close()
+    assert list(tmp_path.iterdir()) == []  # an empty spool leaves nothing behind
+
+
+def test_closing_twice_is_harmless(tmp_path):
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    log = PredictionLog(url, settings=settings(tmp_path))
+    log.write([row("once")])
+    log.close()
+    log.close()
+    assert request_ids(url) == ["once"]
+
+
+def test_the_spool_ships_its_newest_rows_from_memory_exactly_as_the_file_holds_them(tmp_path):
+    """Rows appended last are shipped from memory (no read back); whatever the interleaving of
+    appends, removals, set-asides and the memory's bound, ``head`` is the file's oldest rows."""
+    spool = Spool.create(tmp_path, fsync=False)
+
+    def in_file(limit: int) -> list[tuple[int, str]]:
+        found = spool._db.execute("SELECT seq, row FROM rows ORDER BY seq LIMIT ?", (limit,))
+        return [(seq, json.loads(text)["request_id"]) for seq, text in found]
+
+    def head(limit: int) -> list[tuple[int, str]]:
+        return [(seq, row["request_id"]) for seq, row in spool.head(limit)]
+
+    try:
+        spool.append([row(f"a{i}") for i in range(5)])
+        assert head(3) == in_file(3)
+        assert spool.head(3)[0][1] is spool._recent[0][1]  # the very objects: no read back
+        spool.remove_through(spool.head(2)[-1][0])
+        spool.append([row(f"b{i}") for i in range(4)])
+        assert head(100) == in_file(100)
+        assert [r for _, r in head(100)] == ["a2", "a3", "a4", "b0", "b1", "b2", "b3"]
+        spool.set_aside(spool.head(1)[0][0], "refused")
+        assert head(100) == in_file(100)  # read back from the file
+        spool.append([row(f"c{i}") for i in range(2_500)])  # past the memory's bound
+        assert head(10) == in_file(10)
+        spool.remove_through(spool.head(1_000)[-1][0])
+        assert head(600) == in_file(600)
+        assert spool.rows == len(in_file(10_000))
+    finally:
+        spool.close()

@@ -130,17 +130,23 @@ def test_the_settings_object_never_prints_the_url():
     assert_hidden(str(settings))
 
 
-def test_a_log_that_cannot_open_says_so_without_the_password():
-    """No PostgreSQL driver (or server) here: opening fails; the error names the redacted URL."""
+def test_a_log_that_cannot_reach_its_database_says_so_without_the_password(tmp_path, caplog):
+    """No server at db.internal: the log starts all the same (rows wait in its spool), and
+    its failure to write names the redacted URL only; reading fails the same way."""
+    caplog.set_level(logging.INFO, logger=prediction_log.__name__)
+    log = PredictionLog(URL, settings=spool_settings(tmp_path, drain_s=0))
+    log.write([row("kept")])
+    wait_for(lambda: "could not be written" in caplog.text)
+    log.close()
+    text = logged(caplog)
+    assert "prediction log postgresql+psycopg://credit:***@db.internal:5432/credit" in text
+    assert_hidden(text)
     with pytest.raises(PredictionLogError) as raised:
-        PredictionLog(URL)
+        read_predictions(URL)
     message = str(raised.value)
     assert "postgresql+psycopg://credit:***@db.internal:5432/credit" in message
     assert_hidden(message)
     assert raised.value.__suppress_context__  # the original is not printed beside it
-    assert_hidden("".join(traceback.format_exception(raised.value)))
-    with pytest.raises(PredictionLogError) as raised:
-        read_predictions(URL)
     assert_hidden("".join(traceback.format_exception(raised.value)))
 
 
@@ -151,6 +157,14 @@ def test_a_malformed_url_is_never_echoed():
     assert_hidden("".join(traceback.format_exception(raised.value)))
 
 
+def spool_settings(tmp_path: Path, drain_s: float) -> MonitoringSettings:
+    """The log's spool in the test's folder; ``drain_s``: how long its close waits for a
+    database that does not answer."""
+    return MonitoringSettings(
+        prediction_log_spool_dir=str(tmp_path / "spool"), prediction_log_drain_s=drain_s
+    )
+
+
 @pytest.fixture
 def postgres_log(tmp_path, monkeypatch, caplog):
     """A log configured with the PostgreSQL URL above but writing SQLite underneath (SQLite
@@ -159,7 +173,13 @@ def postgres_log(tmp_path, monkeypatch, caplog):
     real_open = prediction_log.open_engine
     monkeypatch.setattr(prediction_log, "open_engine", lambda url: real_open(database))
     caplog.set_level(logging.INFO, logger=prediction_log.__name__)
-    log = PredictionLog(URL, batch_rows=1000, flush_interval_s=0.02, retention_days=30)
+    log = PredictionLog(
+        URL,
+        batch_rows=1000,
+        flush_interval_s=0.02,
+        retention_days=30,
+        settings=spool_settings(tmp_path, drain_s=1),  # a test may leave the database failing
+    )
     yield log, database
     log.close()
 
@@ -201,6 +221,7 @@ def test_the_startup_line_names_the_log_without_its_password(postgres_log, caplo
 def test_a_failed_insert_logs_neither_the_password_nor_the_applicants_data(postgres_log, caplog):
     log, database = postgres_log
     engine = sa.create_engine(database)
+    wait_for(lambda: sa.inspect(engine).has_table("predictions"))  # made at first contact
     with engine.begin() as connection:  # the table vanishes under the writer
         connection.execute(sa.text("DROP TABLE predictions"))
     engine.dispose()

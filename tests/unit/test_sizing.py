@@ -1,5 +1,6 @@
-"""Sizing arithmetic: capacity at an SLO from ramp steps, the cheapest replica plan, the
-deployment values per stage, and the run's report and verification files."""
+"""Sizing arithmetic: capacity at an SLO from ramp steps (never from steps whose load generator
+was saturated), the cheapest replica plan, the deployment values per stage, and the run's report
+and verification files."""
 
 from __future__ import annotations
 
@@ -13,10 +14,10 @@ import pytest
 
 from loadtests import knee, runs
 from loadtests.knee import Measured, Step
-from loadtests.load_result import LoadResult
+from loadtests.load_result import LoadResult, ProcessCpu
 from loadtests.locust_run import LocustRun
 from loadtests.recommend import deployment_values, recommend, recommend_per_slo
-from loadtests.report import STEP_COLUMNS, write_sizing_report, write_steps
+from loadtests.report import STEP_COLUMNS, sizing_markdown, write_sizing_report, write_steps
 from loadtests.verify import verification_markdown
 
 GRID = {"target_rps": 1000, "headroom": 0.5}
@@ -137,9 +138,12 @@ def test_server_cpu_per_request_is_read_from_the_steps_below_the_knee():
 SEARCH = {"slos_p99_ms": [100, 250], "start_rps": 100, "growth": 2, "max_rps": 5000}
 
 
-def scripted(p99: dict[float, list[float]]) -> tuple[list[float], Callable[[float], Step]]:
+def scripted(
+    p99: dict[float, list[float]], saturated_from: float = math.inf
+) -> tuple[list[float], Callable[[float], Step]]:
     """A step function whose p99 at each rate follows a script (one value per visit), falling
-    back to an exponential curve that crosses 100 ms at 300 req/s and 250 ms at about 400."""
+    back to an exponential curve that crosses 100 ms at 300 req/s and 250 ms at about 400; from
+    ``saturated_from`` on, a generator process runs at 95% of a core."""
     visits: list[float] = []
 
     def step(rate: float) -> Step:
@@ -147,7 +151,12 @@ def scripted(p99: dict[float, list[float]]) -> tuple[list[float], Callable[[floa
         script = p99.get(rate, [])
         latency = script.pop(0) if script else 100 * math.exp((rate - 300) / 110)
         latency = round(latency, 1)
-        return Step(rate, rate, latency / 2, latency, latency, 0, 1000, 50.0, 300.0)
+        peak = 95.0 if rate >= saturated_from else 40.0
+        return Step(
+            rate, rate, latency / 2, latency, latency, 0, 1000, 50.0, 300.0,
+            generator_cpu_percent=peak + 40, generator_peak_cpu_percent=peak,
+            generator_processes=3,
+        )  # fmt: skip
 
     return visits, step
 
@@ -167,6 +176,69 @@ def test_the_search_bisects_each_knee_without_rerunning_a_refine_step():
     assert [round(rate) for rate in visits[5:]] == [283, 336, 566, 476]
     assert knee.capacity(steps, 100) == pytest.approx(300, abs=1)
     assert knee.capacity(steps, 250) == pytest.approx(400.8, abs=1)
+
+
+def generated(cpu_s: list[float], late: int = 0, requests: int = 1000) -> LoadResult:
+    """What a generator of ``len(cpu_s)`` processes saw over a 6 s window."""
+    processes = [ProcessCpu(f"p{i}", cpu, 6.0) for i, cpu in enumerate(cpu_s)]
+    return LoadResult(Counter(ok=requests), [0.05] * requests, 6.0, "ok", late, processes)
+
+
+def test_a_generator_past_most_of_a_core_or_behind_its_schedule_is_saturated():
+    busy = Step.of(500, 6.0, generated([0.1, 5.4, 1.0]), 150.0, 900)  # one worker at 90%
+    assert (busy.generator_cpu_percent, busy.generator_peak_cpu_percent) == (108.3, 90)
+    assert busy.generator_processes == 3
+    assert busy.generator_saturated
+    spread = Step.of(500, 6.0, generated([0.1, 4.8, 4.8]), 150.0, 900)  # 161% in all, 80% each
+    assert not spread.generator_saturated  # more workers, not more CPU, is what matters
+    behind = Step.of(500, 6.0, generated([0.1, 1.0], late=60), 150.0, 900)  # 6% sent late
+    assert behind.generator_saturated
+    assert not Step.of(500, 6.0, generated([0.1, 1.0], late=40), 150.0, 900).generator_saturated
+    unmeasured = Step(100, 100, 5, 9, 12, 0, 600, 40.0, 880.0)  # e.g. a closed-loop burst
+    assert not unmeasured.generator_saturated
+
+
+def saturated(step: Step) -> Step:
+    return Step(**{**step.__dict__, "generator_peak_cpu_percent": 97.0})
+
+
+def test_a_knee_only_a_saturated_generator_reached_is_no_capacity_of_the_server():
+    curve = [(rate, 10 * math.exp(rate / 100), 0) for rate in (100, 150, 200, 250, 300, 350)]
+    steps = ramp("exp", {}, curve).steps
+    sound_capacity = knee.capacity(steps, 100)  # about 230, the server's knee
+    steps[3:] = [saturated(s) for s in steps[3:]]  # from 250 req/s the generator ran out
+    bound = Measured("exp", "cpu-2", {}, steps, (100,))
+    assert bound.generator_bound(100)
+    assert bound.capacity(100) == 200  # the highest sound step that held: a lower bound
+    assert bound.capacity(100) < sound_capacity
+    # saturated only above a rate that broke the SLO with a sound generator: the knee stands
+    steps = ramp("exp", {}, curve).steps
+    steps[5] = saturated(steps[5])
+    late = Measured("exp", "cpu-2", {}, steps, (100,))
+    assert not late.generator_bound(100)
+    assert late.capacity(100) == pytest.approx(sound_capacity, abs=5)
+
+
+def test_the_ramp_ends_at_a_saturated_generator_without_a_rerun():
+    visits, step = scripted({}, saturated_from=400)
+    steps = knee.search(step, dict(SEARCH, refine_steps=2))
+    assert visits[:3] == [100, 200, 400]  # 400 held 250 ms but its generator was saturated
+    assert all(rate < 400 for rate in visits[3:])  # bisected between sound steps only
+    assert knee.generator_bound(steps, 250)
+    assert not knee.generator_bound(steps, 100)  # a sound step broke 100 ms below 400
+    assert knee.capacity(steps, 100) == pytest.approx(300, abs=1)
+
+
+def test_the_report_calls_a_generator_bound_capacity_a_lower_bound():
+    curve = [(100, 20, 0), (200, 60, 0), (300, 150, 0), (400, 900, 0)]
+    sound_one = Measured("sound", "cpu-2", {}, ramp("s", {}, curve).steps, (100, 250))
+    bound_steps = ramp("b", {}, curve).steps
+    bound_steps[2:] = [saturated(s) for s in bound_steps[2:]]
+    bound = Measured("bound", "cpu-2", {}, bound_steps, (100, 250))
+    text = sizing_markdown([sound_one, bound], sound_one, [], SIZING_GRID, [], "m:v1")
+    assert "| sound | 256 | 300 | 50 | 0 (0) |" in text
+    # the server's CPU beside the generator's, all processes and (the busiest one)
+    assert "| bound | >= 200 (generator-bound) | >= 200 (generator-bound) | 50 | 0 (97) |" in text
 
 
 def test_steps_near_the_slo_at_one_rate_only_fall_back_to_the_bracket():
@@ -216,6 +288,17 @@ def test_steps_csv_has_one_labelled_row_per_step(tmp_path):
     assert rows[0]["error_kinds"] == ""
     assert rows[1]["error_kinds"] == "status 503: 2; unfinished: 1"
     assert (rows[1]["server_cpu_percent"], rows[1]["server_rss_mb"]) == ("150.0", "900.0")
+    assert rows[1]["generator_saturated"] == "False"
+    busy = Step.of(500, 6.0, generated([0.1, 5.4], late=3), 150.0, 900)
+    write_steps(tmp_path / "busy.csv", [("c", busy)])
+    with (tmp_path / "busy.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert (row["generator_cpu_percent"], row["generator_peak_cpu_percent"]) == ("91.7", "90.0")
+    assert (row["generator_processes"], row["sent_late"], row["generator_saturated"]) == (
+        "2",
+        "3",
+        "True",
+    )
 
 
 SIZING_GRID = GRID | {"slos_p99_ms": [100, 250], "step_seconds": 6}
@@ -264,6 +347,7 @@ def test_the_verification_reads_as_a_report_and_links_its_steps():
     assert "measured again 300 req/s" in text
     assert "within +/-15%" in text
     assert "the SLO held in 1 of 2" in text
+    assert "0 of 3 passes generator-bound" in text
     assert "[verification-steps.csv](verification-steps.csv)" in text
     assert "offered_rps" not in text
 

@@ -1,0 +1,433 @@
+"""Faults under load, against a real `bentoml serve` of the built Bento in its default topology
+(API worker(s) + a locally spawned runner worker):
+
+- the runner worker killed (SIGKILL) or hung (SIGSTOP) while 16 clients send: answers stay
+  bounded (503 + Retry-After within about a second, never a 500 or a cut connection), /readyz
+  says not ready, and scoring comes back by itself once the runner does;
+- the server stopped (SIGTERM) while 16 clients send, with one and with two API workers: what
+  was in flight is answered 200, new requests get 503 + Retry-After until the listener closes,
+  the server exits 0, and the prediction log holds exactly the answered request ids;
+- open-loop arrivals at four times the measured capacity for 30 s: only 200s and 503s with
+  Retry-After, every 200 logged, and normal latency again within seconds.
+
+Each test prints its figures (statuses by kind per phase, stall, recovery, rows answered vs
+logged); run with ``-s`` to see them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import signal
+import socket
+import statistics
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import numpy as np
+import pytest
+import requests
+from tests_support import serving_env
+
+from loadtests.server import NO_CHALLENGER, Server
+from monitoring.prediction_log import read_predictions
+
+RUNNER = "credit_risk_runner"
+API = "credit_risk_api"
+CLIENTS = 16
+CLIENT_TIMEOUT_S = 10.0  # far above any bound asserted here: a slow answer is seen, not cut
+GOOD = {"200"}
+SHED = "503"  # only with Retry-After; a 503 without it is reported as its own kind
+RETRY_AFTER_S = 1.0  # what the service asks for
+UNSENT = "unsent"  # an arrival the generator could not send: not an answer of the server
+
+
+@dataclass
+class Sent:
+    """One request as its client saw it: when (seconds since the load began), how long,
+    and its outcome (status, ``503-no-retry-after``, or the client exception's name)."""
+
+    request_id: str
+    at_s: float
+    took_s: float
+    outcome: str
+
+
+@dataclass
+class Load:
+    """Clients posting one application each, with unique request ids, from a thread of their
+    own so the test can act on the server meanwhile. Closed loop (``clients`` each sending back
+    to back; with ``honour_retry_after``, a 503 makes a client wait its ``Retry-After`` plus up
+    to as much again at random, as well-behaved clients do so as not to return in step) or
+    open loop (Poisson arrivals at ``rate`` per second, whatever the answers)."""
+
+    url: str
+    record: dict[str, object]
+    prefix: str
+    clients: int = CLIENTS
+    honour_retry_after: bool = False
+    connections: int = 0  # open loop: at most this many at once (0: no limit) ...
+    backlog: int = 10**9  # ... and at most this many waiting for one; later arrivals unsent
+    sent: list[Sent] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # what the client exceptions said
+    started: float = 0.0
+    stopping: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    def now(self) -> float:
+        return time.monotonic() - self.started
+
+    def start_closed(self) -> Load:
+        return self._start(self._closed_loop())
+
+    def start_open(self, rate: float, duration_s: float) -> Load:
+        return self._start(self._open_loop(rate, duration_s))
+
+    def stop(self) -> list[Sent]:
+        self.stopping.set()
+        assert self.thread is not None
+        self.thread.join(timeout=60)
+        return self.sent
+
+    def _start(self, main: object) -> Load:
+        self.started = time.monotonic()
+        self.thread = threading.Thread(target=asyncio.run, args=(main,), daemon=True)
+        self.thread.start()
+        return self
+
+    async def _post(self, session: aiohttp.ClientSession, number: int) -> Sent:
+        request_id = f"{self.prefix}-{number}"
+        body = json.dumps({"applications": [dict(self.record, request_id=request_id)]})
+        at = self.now()
+        try:
+            async with session.post(self.url, data=body) as response:
+                await response.read()
+                outcome = str(response.status)
+                if response.status == 503 and "retry-after" not in response.headers:
+                    outcome = "503-no-retry-after"
+        except aiohttp.ClientConnectorError:
+            outcome = "refused"  # nothing listening: the server has stopped, nothing was cut
+        except (TimeoutError, aiohttp.ClientError) as error:
+            outcome = type(error).__name__
+            self.errors.append(f"{at:.3f}s {error!r}")
+        sent = Sent(request_id, at, self.now() - at, outcome)
+        self.sent.append(sent)
+        return sent
+
+    def _session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            headers={"content-type": "application/json"},
+            connector=aiohttp.TCPConnector(limit=self.connections),
+            # the server's slowness times out, not a wait for one of our own connections
+            timeout=aiohttp.ClientTimeout(
+                sock_connect=CLIENT_TIMEOUT_S, sock_read=CLIENT_TIMEOUT_S
+            ),
+        )
+
+    async def _closed_loop(self) -> None:
+        numbers = iter(range(10**9))
+        jitter = random.Random(7)
+        async with self._session() as session:
+
+            async def client() -> None:
+                while not self.stopping.is_set():
+                    sent = await self._post(session, next(numbers))
+                    if sent.outcome == SHED and self.honour_retry_after:
+                        await asyncio.sleep(RETRY_AFTER_S * (1 + jitter.random()))
+                    elif sent.outcome == "refused":
+                        await asyncio.sleep(0.05)
+
+            await asyncio.gather(*(client() for _ in range(self.clients)))
+
+    async def _open_loop(self, rate: float, duration_s: float) -> None:
+        gaps = np.random.default_rng(7).exponential(1 / rate, size=int(rate * duration_s * 2))
+        arrivals = np.cumsum(gaps)
+        arrivals = arrivals[arrivals < duration_s]
+        async with self._session() as session:
+            tasks: set[asyncio.Task[Sent]] = set()
+            for number, offset in enumerate(arrivals):
+                delay = offset - self.now()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                if len(tasks) >= self.connections + self.backlog:  # the generator is saturated
+                    self.sent.append(Sent(f"{self.prefix}-{number}", offset, 0.0, UNSENT))
+                    continue
+                task = asyncio.create_task(self._post(session, number))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.gather(*tasks)
+
+
+def outcomes(sent: list[Sent], start_s: float = 0.0, end_s: float = float("inf")) -> Counter[str]:
+    return Counter(s.outcome for s in sent if start_s <= s.at_s < end_s)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.0f} ms"
+
+
+def secs(seconds: float | None) -> str:
+    return "never" if seconds is None else f"{seconds:.2f} s"
+
+
+def latency(sent: list[Sent]) -> str:
+    took = sorted(s.took_s for s in sent)
+    if not took:
+        return "no requests"
+    p99 = took[min(len(took) - 1, int(len(took) * 0.99))]
+    return f"p50 {ms(statistics.median(took))}, p99 {ms(p99)}, max {ms(took[-1])}"
+
+
+def ready(url: str) -> bool:
+    """As a Kubernetes probe sees it (1 s timeout): a slow answer counts as not ready."""
+    try:
+        return requests.get(f"{url}/readyz", timeout=1).status_code == 200
+    except requests.RequestException:
+        return False
+
+
+def wait_until(condition, timeout_s: float, step_s: float = 0.05) -> float | None:
+    """Seconds until ``condition()`` held, or None if it never did within ``timeout_s``."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout_s:
+        if condition():
+            return time.monotonic() - start
+        time.sleep(step_s)
+    return None
+
+
+def logged_ids(log_url: str, prefix: str) -> Counter[str]:
+    return Counter(
+        row["request_id"]
+        for row in read_predictions(log_url)
+        if row["request_id"].startswith(f"{prefix}-")
+    )
+
+
+def answered_ids(sent: list[Sent]) -> Counter[str]:
+    return Counter(s.request_id for s in sent if s.outcome == "200")
+
+
+def assert_log_matches(log_url: str, sent: list[Sent], prefix: str, wait_s: float = 10) -> str:
+    """Every answered id logged exactly once, nothing else logged; waits for the log writer."""
+    answered = answered_ids(sent)
+    wait_until(lambda: logged_ids(log_url, prefix) == answered, wait_s, step_s=0.25)
+    logged = logged_ids(log_url, prefix)
+    assert set(logged) == set(answered), (
+        f"answered not logged: {len(set(answered) - set(logged))}, "
+        f"logged not answered: {len(set(logged) - set(answered))}"
+    )
+    assert max(logged.values(), default=1) == 1, "an id logged twice"
+    return f"rows answered {sum(answered.values())}, logged {sum(logged.values())}"
+
+
+def start_server(bento_tag: str, folder: Path, **extra: str) -> tuple[Server, str]:
+    log_url = f"sqlite:///{folder / 'predictions.db'}"
+    env = serving_env(CREDIT_RISK_PREDICTION_LOG_URL=log_url, **NO_CHALLENGER, **extra)
+    return Server(bento_tag, folder / "serve.log", env).wait_ready(), log_url
+
+
+@pytest.fixture(scope="module")
+def served(bento_tag, tmp_path_factory) -> Iterator[tuple[Server, str]]:
+    """One server for the runner faults and the overload (each test leaves it healthy)."""
+    server, log_url = start_server(bento_tag, tmp_path_factory.mktemp("faults"))
+    yield server, log_url
+    if server.process.poll() is None:
+        server.stop()
+
+
+def runner_process(server: Server):
+    (runner,) = server.workers(RUNNER)
+    return runner
+
+
+def runner_ready(socket_url: str) -> bool:
+    """The runner's own /readyz, over its Unix socket (the API's view of it is what we test)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(0.5)
+            sock.connect(socket_url.removeprefix("file://"))
+            sock.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+            return sock.recv(64).startswith(b"HTTP/1.1 200")
+    except OSError:
+        return False
+
+
+def test_killed_runner_fails_fast_and_scoring_recovers_by_itself(served, make_record):
+    """Clients honour Retry-After here, as well-behaved ones do (the hung-runner test below
+    has them retry at once); the runner's respawn is BentoML's, its duration the machine's."""
+    server, log_url = served
+    runner_url = server.dependency_url(RUNNER)
+    load = Load(f"{server.url}/score", make_record(), "kill", honour_retry_after=True)
+    load.start_closed()
+    time.sleep(3)
+    killed = runner_process(server)
+    kill_at = load.now()
+    killed.send_signal(signal.SIGKILL)
+    not_ready_s = wait_until(lambda: not ready(server.url), timeout_s=5)
+    runner_back_s = wait_until(lambda: runner_ready(runner_url), timeout_s=90, step_s=0.05)
+    runner_back_at = kill_at + (runner_back_s or 0)
+    api_ready_s = wait_until(lambda: ready(server.url), timeout_s=10, step_s=0.05)
+    time.sleep(2)
+    sent = load.stop()
+
+    before = [s for s in sent if s.at_s + s.took_s < kill_at]
+    after = [s for s in sent if s.at_s >= kill_at]
+    first_ok = min((s.at_s + s.took_s for s in after if s.outcome == "200"), default=None)
+    # in flight at the kill or sent after it, answered before scoring came back
+    outage = [s for s in sent if kill_at <= s.at_s + s.took_s < (first_ok or float("inf"))]
+    print(
+        f"\nrunner SIGKILL, {CLIENTS} clients: before {dict(outcomes(before))} ({latency(before)})"
+        f"\n  outage: {dict(outcomes(outage))} ({latency(outage)}); API not ready "
+        f"{secs(not_ready_s)} after the kill"
+        f"\n  runner respawned and ready {secs(runner_back_s)} after the kill; first 200 "
+        f"{secs(first_ok and first_ok - runner_back_at)} and API ready {secs(api_ready_s)} "
+        f"after that\n  after: {dict(outcomes(sent, runner_back_at))}"
+    )
+    assert set(outcomes(sent)) <= GOOD | {SHED}, load.errors[:5]
+    assert max(s.took_s for s in outage) < 1.5, latency(outage)
+    assert not_ready_s is not None, "/readyz stayed ready with the runner gone"
+    assert runner_back_s is not None, "BentoML did not respawn the runner"
+    assert api_ready_s is not None
+    assert api_ready_s < 2, "the breaker did not close soon after the runner was back"
+    assert first_ok is not None, "scoring did not come back"
+    assert first_ok - runner_back_at < 2 * RETRY_AFTER_S + 1  # clients wait 1-2 s after a 503
+    print(" ", assert_log_matches(log_url, sent, "kill"))
+
+
+def test_hung_runner_fails_fast_and_scoring_recovers_on_resume(served, make_record):
+    server, log_url = served
+    load = Load(f"{server.url}/score", make_record(), "hang").start_closed()
+    time.sleep(2)
+    runner = runner_process(server)
+    stop_at = load.now()
+    runner.send_signal(signal.SIGSTOP)
+    try:
+        not_ready_after = wait_until(lambda: not ready(server.url), timeout_s=5)
+        time.sleep(4)
+    finally:
+        resume_at = load.now()
+        runner.send_signal(signal.SIGCONT)
+    recovered_after = wait_until(lambda: ready(server.url), timeout_s=30, step_s=0.1)
+    time.sleep(2)
+    sent = load.stop()
+
+    during = [s for s in sent if s.at_s < resume_at and s.at_s + s.took_s >= stop_at]
+    first_ok = min(
+        (s.at_s + s.took_s for s in sent if s.at_s >= resume_at and s.outcome == "200"),
+        default=None,
+    )
+    print(
+        f"\nrunner SIGSTOP for {resume_at - stop_at:.1f} s, {CLIENTS} clients: "
+        f"stopped {dict(outcomes(during))} ({latency(during)}); not ready after "
+        f"{secs(not_ready_after)}; SIGCONT -> first 200 "
+        f"{secs(first_ok and first_ok - resume_at)}, ready again "
+        f"after {secs(recovered_after)}; after {dict(outcomes(sent, resume_at))}"
+    )
+    assert set(outcomes(sent)) <= GOOD | {SHED}, load.errors[:5]
+    assert max(s.took_s for s in during) < 1.5, latency(during)
+    assert not_ready_after is not None
+    assert first_ok is not None
+    assert first_ok - resume_at < 3
+    print(" ", assert_log_matches(log_url, sent, "hang"))
+
+
+@pytest.mark.parametrize("api_workers", [1, 2])
+def test_sigterm_answers_what_was_accepted_and_refuses_the_rest(
+    bento_tag, tmp_path, make_record, api_workers
+):
+    """SIGTERM to the arbiter alone, as Kubernetes sends it; clients honour Retry-After."""
+    server, log_url = start_server(bento_tag, tmp_path, CREDIT_RISK_API_WORKERS=str(api_workers))
+    prefix = f"stop{api_workers}"
+    load = Load(f"{server.url}/score", make_record(), prefix, honour_retry_after=True)
+    load.start_closed()
+    try:
+        time.sleep(3)
+        term_at = load.now()
+        server.terminate()
+        exit_code = server.process.wait(timeout=40)
+        exited_s = load.now() - term_at
+        time.sleep(0.3)
+    finally:
+        sent = load.stop()
+        if server.process.poll() is None:
+            server.stop()
+
+    before = [s for s in sent if s.at_s + s.took_s < term_at]
+    in_flight = [s for s in sent if s.at_s < term_at <= s.at_s + s.took_s]
+    after = [s for s in sent if s.at_s >= term_at]
+    closed_at = min((s.at_s for s in after if s.outcome == "refused"), default=None)
+    closing = [s for s in after if closed_at is None or s.at_s < closed_at]
+    print(
+        f"\nSIGTERM, {api_workers} API worker(s), {CLIENTS} clients: "
+        f"before {dict(outcomes(before))} ({latency(before)})"
+        f"\n  in flight at the signal {dict(outcomes(in_flight))} ({latency(in_flight)})"
+        f"\n  signal -> listener closed {secs(closed_at and closed_at - term_at)}: "
+        f"{dict(outcomes(closing))} ({latency(closing)})"
+        f"\n  after it closed: {dict(outcomes(sent, closed_at or float('inf')))}; "
+        f"exit code {exit_code} after {exited_s:.2f} s"
+    )
+    assert exit_code == 0
+    assert exited_s < 30  # the pod's default grace period
+    assert set(outcomes(sent)) <= GOOD | {SHED, "refused"}, load.errors[:5]
+    assert set(outcomes(in_flight)) <= GOOD, dict(outcomes(in_flight))
+    assert set(outcomes(before)) <= GOOD | {SHED}
+    assert outcomes(closing)[SHED] > 0, "no 503 while draining"
+    assert "refused" not in outcomes(closing)
+    print(" ", assert_log_matches(log_url, sent, prefix, wait_s=2))
+
+
+def test_overload_at_four_times_capacity_sheds_cleanly_and_recovers(served, make_record):
+    server, log_url = served
+    url = f"{server.url}/score"
+    warm = Load(url, make_record(), "capacity").start_closed()
+    time.sleep(4)
+    measured = warm.stop()
+    steady = [s for s in measured if s.at_s >= 1 and s.outcome == "200"]
+    capacity = len(steady) / (max(s.at_s for s in measured) - 1)
+
+    def light(prefix: str, seconds: float) -> list[Sent]:
+        load = Load(url, make_record(), prefix).start_open(capacity * 0.1, seconds)
+        time.sleep(seconds)
+        return load.stop()
+
+    baseline = light("calm", 3)
+    # like a load balancer's pool: at most 128 connections, other arrivals wait in the client
+    # (the wait counts in their latency); past 512 waiting the generator, which shares the
+    # cores with the server, is the bottleneck, and further arrivals are counted, not sent
+    burst = Load(url, make_record(), "burst", connections=128, backlog=512)
+    burst.start_open(capacity * 4, 30)
+    time.sleep(30)
+    during = burst.stop()
+    drained_s = burst.now() - 30
+    after = light("calm-after", 6)
+
+    normal_s = np.percentile([s.took_s for s in baseline], 99) * 2 + 0.02
+    slow_at = [s.at_s for s in after if s.took_s > normal_s]
+    recovered_s = max(slow_at, default=0.0)
+    offered = len(during) / 30
+    answered = [s for s in during if s.outcome != UNSENT]
+    sent_rate = len(answered) / 30
+    print(
+        f"\noverload: capacity {capacity:.0f} req/s (16 clients, closed loop); "
+        f"offered {offered:.0f} req/s ({offered / capacity:.1f}x) open loop for 30 s, "
+        f"{sent_rate:.0f} req/s sent"
+        f"\n  before, at {capacity * 0.1:.0f} req/s: {dict(outcomes(baseline))} "
+        f"({latency(baseline)})"
+        f"\n  burst: {dict(outcomes(during))} ({latency(answered)}); "
+        f"{outcomes(during)['200'] / (30 + drained_s):.0f} req/s answered 200; the last "
+        f"arrival answered {drained_s:.1f} s after the burst"
+        f"\n  after: {dict(outcomes(after))} ({latency(after)}); last answer slower than "
+        f"{ms(normal_s)} sent {recovered_s:.2f} s after that"
+    )
+    assert set(outcomes(during)) <= GOOD | {SHED, UNSENT}, burst.errors[:5]
+    assert outcomes(during)[SHED] > 0, "not overloaded: nothing shed"
+    assert set(outcomes(after)) <= GOOD, dict(outcomes(after))
+    assert recovered_s < 5
+    print(" ", assert_log_matches(log_url, during, "burst"))

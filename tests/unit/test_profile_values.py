@@ -1,0 +1,187 @@
+"""From a sizing run to the deployment profiles (loadtests/profile_values.py): the committed
+values are exactly what the committed results give; values from a run land in the objects that
+kustomize renders (replicas, CPU/memory/GPU requests and limits, autoscaler bounds and target,
+settings, the model-version annotation); the arithmetic behind them; and a recommendation whose
+topology the overlay does not deploy is refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import test_manifests as manifests
+import yaml
+
+from loadtests import device_sizing, profile_values, runs
+from loadtests.knee import Measured, Step
+from loadtests.profile_values import API, RUNNER, Profile, Stage
+
+RUN = runs.RESULTS / "sizing-20261123-1452"
+GRID = yaml.safe_load((runs.LOADTESTS / "sizing.yaml").read_text())
+PRICES = yaml.safe_load((runs.LOADTESTS / "prices.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def run() -> tuple[list[Measured], Measured, str]:
+    return profile_values.read_run(RUN, GRID)
+
+
+@pytest.fixture
+def k8s(tmp_path: Path) -> Path:
+    """A copy of deploy/k8s (and the monitoring files its base includes) to write values into."""
+    deploy = tmp_path / "deploy"
+    shutil.copytree(manifests.K8S, deploy / "k8s")
+    shutil.copytree(manifests.MONITORING, deploy / "monitoring")
+    return deploy / "k8s"
+
+
+def test_committed_values_are_what_the_committed_results_give(run, k8s: Path):
+    configurations, runner, model_tag = run
+    written = profile_values.write_profiles(
+        RUN, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
+    )
+    assert [p.parent.name for p in written] == ["cpu", "gpu"]
+    for path in written:
+        committed = manifests.K8S / "overlays" / path.parent.name / profile_values.VALUES_FILE
+        assert path.read_text() == committed.read_text(), (
+            f"{committed} is stale: python -m loadtests.profile_values --run {RUN}"
+        )
+
+
+def test_committed_run_gives_the_figures_the_docs_quote(run):
+    """Worked by hand from report.md: 2,000 req/s at 70% of 582.5 req/s per 2-vCPU replica is
+    5 replicas; at 70% of capacity a replica uses 0.7 x 582.5 req/s x 2.653 ms of 2 vCPU = 54%;
+    1,331 MiB peak x 1.5 rounds up to 2,048 MiB. The GPU runner: 2 replicas (the floor; one
+    H100 carries 334,059 rows/s), 1,000 req/s each over 70% of 373 req/s per worker = 4."""
+    configurations, runner, model_tag = run
+    cpu = profile_values.cpu_profile(configurations, runner, GRID, PRICES, model_tag)
+    assert cpu.env == {"CREDIT_RISK_RUNNER_MODE": "inprocess", "CREDIT_RISK_API_WORKERS": "2"}
+    assert cpu.stages == (Stage(API, 5, 2, 2048, 54),)
+    assert cpu.stages[0].max_replicas == 10
+    (sweep,) = device_sizing.load_sweeps(runs.RESULTS)
+    gpu = profile_values.gpu_profile(configurations, runner, sweep, GRID, PRICES, model_tag)
+    api, gpu_runner = gpu.stages
+    assert (api.deployment, api.replicas, api.cpu) == (API, 9, 1)
+    assert (gpu_runner.deployment, gpu_runner.replicas, gpu_runner.cpu, gpu_runner.gpu) == (
+        RUNNER,
+        2,
+        4,
+        1,
+    )
+    assert gpu.env["CREDIT_RISK_RUNNER_MODE"] == "remote"
+    assert gpu.env["CREDIT_RISK_RUNNER_WORKERS"] == "4"
+    assert gpu.env["CREDIT_RISK_RUNNER_MAX_BATCH_SIZE"] == "512"
+    assert "mlp 3x4096" in gpu.sized_from
+
+
+def assert_landed(profile: Profile, objects: list[dict]) -> None:
+    """Every value of ``profile`` is in the rendered objects, and the model tag on each."""
+    settings = manifests.by_kind("ConfigMap", objects)["credit-risk-config"]
+    assert profile.env.items() <= settings["data"].items()
+    deployments = manifests.by_kind("Deployment", objects)
+    autoscalers = manifests.by_kind("HorizontalPodAutoscaler", objects)
+    for stage in profile.stages:
+        deployment, autoscaler = deployments[stage.deployment], autoscalers[stage.deployment]
+        assert deployment["spec"]["replicas"] == stage.replicas
+        amounts = {"cpu": str(stage.cpu), "memory": f"{stage.memory_mib}Mi"}
+        if stage.gpu:
+            amounts["nvidia.com/gpu"] = stage.gpu
+        resources = manifests.container(deployment)["resources"]
+        assert resources == {"requests": amounts, "limits": amounts}
+        assert autoscaler["spec"]["minReplicas"] == stage.replicas
+        assert autoscaler["spec"]["maxReplicas"] == stage.max_replicas
+        (metric,) = autoscaler["spec"]["metrics"]
+        assert metric["resource"]["target"]["averageUtilization"] == stage.target_cpu_percent
+        for sized in (settings, deployment, autoscaler):
+            annotations = sized["metadata"]["annotations"]
+            assert annotations["credit-risk/model-tag"] == profile.model_tag
+    assert set(autoscalers) == {stage.deployment for stage in profile.stages}
+
+
+def test_values_of_another_run_land_in_both_rendered_profiles(run, k8s: Path):
+    """The committed measurements sized for a load 3.5x as large and another model tag: other
+    figures than the committed ones, and each of them in what `kubectl apply -k` would apply."""
+    configurations, runner, _ = run
+    grid = GRID | {"target_rps": 7000}
+    profile_values.write_profiles(
+        RUN, configurations, runner, grid, PRICES, "credit-risk:v9", overlays=k8s / "overlays"
+    )
+    (sweep,) = device_sizing.load_sweeps(runs.RESULTS)
+    cpu = profile_values.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v9")
+    gpu = profile_values.gpu_profile(configurations, runner, sweep, grid, PRICES, "credit-risk:v9")
+    assert cpu.stages[0].replicas == 18  # ceil(7000 / (582.5 x 0.7))
+    for profile in (cpu, gpu):
+        objects = manifests.kustomize(k8s / "overlays" / profile.name)
+        for document in objects:
+            manifests.kubernetes_validate.validate(
+                document, manifests.KUBERNETES_VERSION, strict=True
+            )
+        assert_landed(profile, objects)
+
+
+def ramp(name: str, env: dict[str, str], cpu_ms: float, rss_mib: float) -> Measured:
+    """p99 doubling every 100 req/s from 10 ms at 100 (p99 <= 100 ms up to 432.2 req/s), each
+    request costing ``cpu_ms`` of CPU."""
+    steps = [
+        Step(
+            rate,
+            rate,
+            5.0,
+            8.0,
+            10 * 2 ** ((rate - 100) / 100),
+            0,
+            1000,
+            rate * cpu_ms / 10,
+            rss_mib,
+        )
+        for rate in (100, 200, 300, 400, 500, 600)
+    ]
+    return Measured(name, "cpu-2", env, steps, (100.0,))
+
+
+def test_memory_and_the_autoscaler_target_follow_the_measurements():
+    assert profile_values.memory_mib(1331) == 2048  # 1,996.5 MiB rounded up to 256 MiB steps
+    assert profile_values.memory_mib(1366) == 2304
+    busy = ramp("busy", {}, cpu_ms=3.0, rss_mib=1000.0)
+    light = ramp("light", {}, cpu_ms=1.0, rss_mib=1000.0)
+    # 432.2 req/s x 3 ms is 64.8% of 2 vCPU at capacity: 45% at 70% of it; a third of that
+    assert profile_values.target_cpu_percent(busy, 100.0, 2, 0.7) == 45
+    assert profile_values.target_cpu_percent(light, 100.0, 2, 0.7) == 15
+    assert profile_values.target_cpu_percent(busy, 100.0, 1, 0.7) == 91  # one vCPU
+    assert profile_values.target_cpu_percent(ramp("hot", {}, 9.0, 1.0), 100.0, 1, 0.7) == 100
+
+
+def test_a_remote_runner_on_cpu_needs_the_runner_in_the_cpu_profile(k8s: Path):
+    """A run where only a remote runner met the SLO: the CPU overlay without the runner is
+    refused, naming the fix; with it, the CPU runner renders on the CPU image, without a GPU."""
+    remote = {"CREDIT_RISK_RUNNER_MODE": "remote"}
+    configurations = [ramp("remote", remote, 3.0, 1200.0)]
+    runner = ramp("runner alone", {}, 2.0, 600.0)
+    grid = {"target_rps": 2000, "headroom": 0.7, "slos_p99_ms": [100]}
+    with pytest.raises(ValueError, match=r"add `components: \[../../components/runner\]`"):
+        profile_values.write_profiles(
+            RUN, configurations, runner, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
+        )
+    kustomization = k8s / "overlays" / "cpu" / "kustomization.yaml"
+    spec = yaml.safe_load(kustomization.read_text())
+    kustomization.write_text(yaml.safe_dump(spec | {"components": ["../../components/runner"]}))
+    profile_values.write_profiles(
+        RUN, configurations, runner, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
+    )
+    profile = profile_values.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v2")
+    assert [s.deployment for s in profile.stages] == [API, RUNNER]
+    objects = manifests.kustomize(k8s / "overlays" / "cpu")
+    assert_landed(profile, objects)
+    runner_pod = manifests.by_kind("Deployment", objects)[RUNNER]
+    assert "cuda" not in manifests.container(runner_pod)["image"]
+    assert "nvidia.com/gpu" not in str(runner_pod)
+
+
+def test_the_gpu_profile_needs_a_model_the_sweep_puts_on_a_gpu():
+    (sweep,) = device_sizing.load_sweeps(runs.RESULTS)
+    rows = device_sizing.best_rows(sweep, PRICES, 0.7)
+    assert profile_values.gpu_model(rows) == "mlp 3x4096"
+    cpu_only = [r for r in rows if r["model"] != "mlp 3x4096"]
+    with pytest.raises(ValueError, match="no model's runner on a GPU"):
+        profile_values.gpu_model(cpu_only)
