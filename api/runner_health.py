@@ -33,12 +33,15 @@ class RunnerBreaker:
         self.interval_s = interval_s
         self.probe_timeout_s = probe_timeout_s
         self.opened_at: float | None = None
+        self.confirming = False  # a late answer is being checked with a probe
         self.generation = 0
         self.probing: asyncio.Task[None] | None = None  # held so the task is not collected
 
     @property
     def is_open(self) -> bool:
-        return self.opened_at is not None
+        """Refusing calls: open, or checking a late answer (no new call may queue behind a
+        runner that may be hung; against a live one the check takes milliseconds)."""
+        return self.opened_at is not None or self.confirming
 
     def suspect(self, generation: int, reason: str) -> None:
         """A call went unanswered within its deadline: open only if a probe fails too. On a
@@ -46,15 +49,18 @@ class RunnerBreaker:
         one slow call into a quarter second of 503s for every request."""
         if self.is_open or generation != self.generation:
             return
+        self.confirming = True
         self.probing = asyncio.get_running_loop().create_task(self.confirm(generation, reason))
 
     async def confirm(self, generation: int, reason: str) -> None:
-        if not await self.probe_once():
+        answered = await self.probe_once()
+        self.confirming = False
+        if not answered:
             self.trip(generation, reason)
 
     def trip(self, generation: int, reason: str) -> None:
         """Open, unless already open or ``generation`` is stale; start probing."""
-        if self.is_open or generation != self.generation:
+        if self.opened_at is not None or generation != self.generation:
             return
         self.opened_at = time.monotonic()
         log.warning("runner unreachable (%s): scoring answers 503 until it is back", reason)

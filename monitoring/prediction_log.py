@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -135,6 +135,9 @@ class PredictionLog:
         self._memory_oldest: float | None = None  # logged_at of the oldest of them
         self._adopting: Spool | None = None  # a dead worker's spool being shipped
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # set by a write that fills a batch, or by close(): the spooler otherwise wakes on its
+        # timer, not once per request (a wake-up per write cost the request thread the GIL)
+        self._wake = threading.Event()
         self._spooled = threading.Event()  # the spooler committed rows: wake the shipper
         self._spooler_done = threading.Event()
         self._drain_deadline = math.inf  # set by close()
@@ -162,6 +165,9 @@ class PredictionLog:
         self._queue.put(list(rows))
         with self._memory_lock:
             self.memory_rows += len(rows)
+            full = self.memory_rows >= self.batch_rows
+        if full:
+            self._wake.set()
 
     @property
     def accepting(self) -> bool:
@@ -186,6 +192,7 @@ class PredictionLog:
         self._closed = True
         self._drain_deadline = time.monotonic() + self.drain_s
         self._queue.put(_STOP)
+        self._wake.set()
         self._spooler.join()
         self._spooler_done.set()
         self._spooled.set()
@@ -223,14 +230,13 @@ class PredictionLog:
         stopping = False
         while True:
             if not stopping:
-                try:
-                    item = self._queue.get(timeout=max(0.0, deadline - time.monotonic()))
-                except queue.Empty:
-                    item = None
-                if item is _STOP:
-                    stopping = True
-                elif item:
-                    pending += item
+                self._wake.wait(max(0.0, deadline - time.monotonic()))
+                self._wake.clear()
+                for item in drained(self._queue):
+                    if item is _STOP:
+                        stopping = True
+                    else:
+                        pending += item
             now = time.monotonic()
             due = stopping or now >= deadline
             ready = due or len(pending) >= self.batch_rows
@@ -419,6 +425,15 @@ class PredictionLog:
         connection string); statement parameters are kept out by ``hide_parameters``."""
         text = hide_passwords("".join(traceback.format_exception(error)), *self._secrets)
         log.error("prediction log %s: %s\n%s", self.location, what, text.rstrip())
+
+
+def drained(waiting: queue.SimpleQueue[Any]) -> Iterator[Any]:
+    """Everything queued now, without waiting."""
+    while True:
+        try:
+            yield waiting.get_nowait()
+        except queue.Empty:
+            return
 
 
 def backoff(failures: int) -> float:
