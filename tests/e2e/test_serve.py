@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import bentoml
 import pytest
 import requests
 from hypothesis import HealthCheck, given, settings
@@ -63,6 +64,16 @@ def materialise(body, make_record):
     ):
         return {"applications": [make_record()] * len(body["applications"])}
     return {"applications": [make_record(**item) for item in body["applications"]]}
+
+
+def test_bentomls_own_client_scores_through_the_asgi_endpoint(server, make_record):
+    """`/score` is answered in front of BentoML's route (api/score_endpoint.py); BentoML's
+    client still finds the route in /schema.json and gets the same answers and errors."""
+    with bentoml.SyncHTTPClient(server.url) as client:
+        answer = client.score(applications=[make_record(request_id="client-1")])
+        with pytest.raises(bentoml.exceptions.BentoMLException, match="age"):
+            client.score(applications=[make_record(age=-1)])
+    assert answer["results"][0]["request_id"] == "client-1"  # the JSON, as the client decodes it
 
 
 @pytest.mark.parametrize(
