@@ -23,19 +23,15 @@ only when the parsed objects hold fewer keys than the text has ``:`` separators.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Callable, Iterable
 from itertools import chain
 from typing import Any
 
 from pydantic_core import from_json
 
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ErrorDetail, ErrorResponse
+from runner.asgi import ASGIApp, Message, Receive, Scope, Send
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 Problem = tuple[int, bytes]  # status and JSON body of a refusal
 
 MAX_BODY_BYTES = 1_048_576  # 256 applications of ~400 bytes fit with ample room

@@ -15,8 +15,8 @@ import copy
 import json
 from typing import Any
 
-from api.guard import ASGIApp, Message, Receive, Scope, Send
 from credit_risk.contract import ErrorResponse
+from runner.asgi import ASGIApp, Message, Receive, Scope, Send
 
 OPENAPI_VERSION = "3.0.3"
 COMPONENTS = "#/components/schemas/"

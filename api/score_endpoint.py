@@ -23,8 +23,8 @@ from typing import Any, Protocol
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ValidationError
 
-from api.guard import ASGIApp, Receive, Scope, Send
 from credit_risk.contract import Application, ScoreResponse
+from runner.asgi import ASGIApp, Receive, Scope, Send
 
 log = logging.getLogger(__name__)
 

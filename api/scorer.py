@@ -1,7 +1,8 @@
 """The one way the API asks for probabilities and attributions, chosen once at start-up: in this
-process (no hop) or from the runner service (retried, since both are idempotent, within one
-deadline, and refused at once while the runner is unreachable: ``api/runner_health.py``).
-Either way concurrent requests share model calls (``api/coalesce.py``), attributions included
+process (no hop) or from the runner service (matrices over ``api/runner_client.py``; retried,
+since both calls are idempotent, within one deadline, and refused at once while the runner is
+unreachable: ``api/runner_health.py``).
+Either way concurrent requests share model calls (``runner/coalesce.py``), attributions included
 (one call for 256 rows costs what a few one-row calls do), so the endpoint has no mode
 branches."""
 
@@ -10,14 +11,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from functools import partial
 from typing import Any, Protocol
 
 import aiohttp
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from api.coalesce import Coalescer
 from api.runner_health import RunnerBreaker
+from runner.coalesce import Coalescer
 from runner.models import RunnerModels
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,14 @@ UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Timeou
 RETRYABLE = (*UNREACHABLE, ServiceUnavailable)
 
 RunnerCall = Callable[[np.ndarray], Awaitable[Any]]
+
+
+class MatrixCalls(Protocol):
+    """The runner's model calls by name (``api.runner_client.MatrixClient``)."""
+
+    async def call(self, method: str, matrix: np.ndarray) -> np.ndarray: ...
+
+    async def close(self) -> None: ...
 
 
 class RunnerUnavailable(ServiceUnavailable):
@@ -58,6 +68,9 @@ class Scorer(Protocol):
 
     async def describe(self) -> dict[str, Any]:
         """What scores: tags, device, feature width (for ``GET /model``)."""
+
+    async def close(self) -> None:
+        """Release connections at shutdown."""
 
 
 class LocalScorer:
@@ -90,14 +103,19 @@ class LocalScorer:
     async def describe(self) -> dict[str, Any]:
         return self.models.describe()
 
+    async def close(self) -> None:
+        return None
+
 
 class RemoteScorer:
-    """The runner service through its ``bentoml.depends`` client: every call retried within
-    ``deadline_s`` and refused at once while ``breaker`` is open."""
+    """The runner service: matrices through ``client``, readiness and ``describe`` through its
+    ``bentoml.depends`` proxy ``runner``; every call retried within ``deadline_s`` and refused
+    at once while ``breaker`` is open."""
 
     def __init__(
         self,
         runner: Any,
+        client: MatrixCalls,
         max_rows: int,
         calls_in_flight: int,
         retries: int,
@@ -105,6 +123,7 @@ class RemoteScorer:
         probe_interval_s: float,
     ) -> None:
         self.runner = runner
+        self.client = client
         self.retries = retries
         self.deadline_s = deadline_s
         self.breaker = RunnerBreaker(self.runner_ready, probe_interval_s, deadline_s)
@@ -127,8 +146,7 @@ class RemoteScorer:
         if self.breaker.is_open:
             raise RunnerUnavailable("model runner unreachable, retry later")
         generation = self.breaker.generation
-        # looked up per call: a remote runner's client learns its endpoints on connect
-        endpoint: RunnerCall = getattr(self.runner.to_async, method)
+        endpoint: RunnerCall = partial(self.client.call, method)
         try:
             return await with_retries(endpoint, matrix, self.retries, self.deadline_s)
         except RunnerTimedOut as error:
@@ -158,6 +176,9 @@ class RemoteScorer:
     async def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = await self.runner.to_async.describe()
         return described
+
+    async def close(self) -> None:
+        await self.client.close()
 
 
 async def with_retries(

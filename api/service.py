@@ -20,6 +20,7 @@ from pydantic import Field, StrictBool
 from api.answers import RequestIds, answers
 from api.guard import RequestGuard
 from api.openapi import ServedDocument
+from api.runner_client import MatrixClient
 from api.score_endpoint import ScoreEndpoint
 from api.scorer import LocalScorer, RemoteScorer, Scorer
 from api.settings import ApiSettings
@@ -70,7 +71,7 @@ Applications = Annotated[
     workers=settings.api_workers,
     resources={"cpu": "1"},
     traffic={"timeout": settings.api_timeout_s},  # in-flight bound: RequestGuard below
-    tracing=settings.tracing(),
+    tracing=worker.tracing(("/score",)),
     logging=service_logging(worker),
 )
 class CreditRiskAPI:
@@ -105,8 +106,13 @@ class CreditRiskAPI:
             device = select_device("cpu")
             models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
             return LocalScorer(models, max_rows)
+        # where the proxy (resolved above) found the runner: the Dependency records it
+        runner_url: str | None = getattr(type(self).runner, "url", None)
+        if runner_url is None:  # no runner served beside this API (a test): BentoML made one here
+            return LocalScorer(self.runner.models, max_rows)
         return RemoteScorer(
             self.runner,
+            MatrixClient(runner_url, max(max_rows, MAX_APPLICATIONS_PER_REQUEST)),
             max_rows,
             settings.api_runner_calls_in_flight,
             settings.runner_retries,
@@ -198,6 +204,7 @@ class CreditRiskAPI:
             task.cancel()
         if self.shadow is not None:
             await self.shadow.flush()
+        await self.scorer.close()
         self.monitor.close()
 
     @info_app.get("/model")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,7 +32,11 @@ class ApiSettings(BaseSettings):
         ge=0,
         description="After SIGTERM, least time new scoring requests get 503 + Retry-After.",
     )
-    api_workers: int = Field(1, ge=1, description="API worker processes.")
+    api_workers: int = Field(
+        2,
+        ge=1,
+        description="API worker processes (two keep a 2-core machine busy beside the runner).",
+    )
     api_max_concurrency: int = Field(
         64, ge=1, description="Scoring requests in flight per worker before 503 + Retry-After."
     )
@@ -40,13 +44,3 @@ class ApiSettings(BaseSettings):
     api_runner_calls_in_flight: int = Field(
         2, ge=1, description="Model calls in flight per API worker; later requests share one."
     )
-    trace_scoring: bool = Field(
-        False,
-        description="OpenTelemetry spans for `/score` (for a configured tracing exporter; off "
-        "saves about a sixth of the API's CPU per request).",
-    )
-
-    def tracing(self) -> dict[str, Any]:
-        """BentoML's ``tracing`` block: ``/score`` left out of the spans unless asked for.
-        Without an exporter the spans go nowhere, yet each costs as much CPU as the model."""
-        return {} if self.trace_scoring else {"excluded_urls": ["/score$"]}

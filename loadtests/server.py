@@ -59,20 +59,34 @@ class Server:
         self.log = log
         self.ready_path = ready_path
         argv = command or [BENTOML, "serve", target, "--port", "{port}", "--host", "127.0.0.1"]
-        self.process = subprocess.Popen(
-            [part.replace("{port}", str(self.port)) for part in argv],
-            stdout=log.open("w"),
+        self.argv = [part.replace("{port}", str(self.port)) for part in argv]
+        self.env = env
+        self.cwd = cwd
+        self.process = self.launch()
+
+    def launch(self) -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            self.argv,
+            stdout=self.log.open("w"),
             stderr=subprocess.STDOUT,
-            env=env,
-            cwd=cwd,
+            env=self.env,
+            cwd=self.cwd,
             start_new_session=True,
         )
 
     def wait_ready(self, timeout_s: float = 120) -> Server:
         deadline = time.monotonic() + timeout_s
+        relaunched = False
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{self.log.read_text()[-3000:]}")
+                log = self.log.read_text()
+                # BentoML's arbiter picks its control ports by binding and releasing them; an
+                # outgoing connection can take one in between. A lost race, not a failure.
+                if not relaunched and "Address already in use" in log:
+                    relaunched = True
+                    self.process = self.launch()
+                    continue
+                raise RuntimeError(f"server exited early:\n{log[-3000:]}")
             try:
                 if requests.get(f"{self.url}{self.ready_path}", timeout=2).status_code == 200:
                     return self

@@ -1,7 +1,8 @@
 """What travels inside the model artifact besides the weights, so a model never loses its
 preprocessing: fitted feature parameters, the contract it was trained for, the training
-reference statistics (for drift), a golden set (for promotion) and the reference applicant
-that reason codes are measured from (the attribution baseline).
+reference statistics (for drift), a golden set (for promotion), the reference applicant
+that reason codes are measured from (the attribution baseline), and every test-split row with
+the probability training gave it (for parity checks of a served model over HTTP).
 
 They are MLflow ``extra_files`` of the logged model, so ``bentoml.mlflow.import_model`` carries
 them into the BentoML store and ``bentoml build`` into the Bento. Reading them needs neither
@@ -24,6 +25,7 @@ CONTRACT_FILE = "contract.json"
 REFERENCE_FILE = "reference_stats.json"
 GOLDEN_FILE = "golden.json"
 BASELINE_FILE = "baseline.json"
+TEST_SPLIT_FILE = "test_split.json"
 BUNDLE_FILES = (FEATURE_PARAMS_FILE, CONTRACT_FILE, REFERENCE_FILE, GOLDEN_FILE)
 EXTRA_FILES_DIR = "extra_files"
 
@@ -39,6 +41,9 @@ class ModelBundle:
     # {"features": [width floats], "definition": "..."}; None for a model trained before
     # reason codes existed, which then answers without principal reasons.
     baseline: dict[str, Any] | None = None
+    # {"records": [...], "probabilities": [...]}: the whole test split as training scored it;
+    # None for a model trained before it was logged.
+    test_split: dict[str, Any] | None = None
 
     def baseline_row(self) -> np.ndarray | None:
         """The attribution baseline as a float32 (width,) row, if the model ships one."""
@@ -64,6 +69,7 @@ def read_bundle(mlflow_model_dir: Path) -> ModelBundle:
         reference=load(REFERENCE_FILE),
         golden=load(GOLDEN_FILE),
         baseline=load(BASELINE_FILE) if (folder / BASELINE_FILE).is_file() else None,
+        test_split=load(TEST_SPLIT_FILE) if (folder / TEST_SPLIT_FILE).is_file() else None,
     )
 
 
@@ -78,6 +84,8 @@ def write_bundle_files(folder: Path, bundle: ModelBundle) -> list[Path]:
     }
     if bundle.baseline is not None:
         contents[BASELINE_FILE] = bundle.baseline
+    if bundle.test_split is not None:
+        contents[TEST_SPLIT_FILE] = bundle.test_split
     paths = []
     for name, content in contents.items():
         path = folder / name

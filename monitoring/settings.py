@@ -62,7 +62,11 @@ class MonitoringSettings(BaseSettings):
         description="Days a prediction-log row (personal data) is kept; older rows are deleted "
         "at start-up and hourly (0: kept forever).",
     )
-    drift_window: int = Field(5000, ge=10, description="Live applications kept for drift.")
+    drift_window: int = Field(
+        5000,
+        ge=10,
+        description="Live applications kept for drift, per API worker (each sees its share).",
+    )
     drift_psi_alert: float = Field(0.2, gt=0, description="PSI above which a field alerts.")
     drift_min_window: int = Field(
         200, ge=1, description="Rows before PSI or the estimated AUC may alert."

@@ -6,15 +6,19 @@ locally; either way it holds the model once per worker, on CUDA when asked and p
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import bentoml
 import numpy as np
 
+from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST
 from model_artifact.champion import resolve_served_tags
 from model_artifact.settings import RegistrySettings
 from model_artifact.torch_scorer import select_device
+from runner.coalesce import Coalescer
 from runner.drain import Drain, DrainGate, stop_after_drain
+from runner.matrix_endpoint import MatrixCall, MatrixEndpoint
 from runner.models import RunnerModels
 from runner.settings import RunnerSettings, WorkerSettings
 from runner.worker import freeze_startup_heap, limit_torch_threads, service_logging
@@ -41,9 +45,13 @@ stopping = Drain(
     timeout_s=worker.drain_timeout_s,
 )
 
+MODEL_CALLS = ("/predict", "/predict_challenger", "/explain")
+
 SESSION_RENEWAL = {"max_requests": settings.runner_session_max_requests, "max_age": 10.0**9}
 
-# Adaptive batching: requests are merged on axis 0 up to this size, waiting at most this long.
+# Calls in the matrix format (the API's) are batched by the coalescers below. BentoML's own
+# adaptive batching serves its clients on the same routes: merged on axis 0 up to this size,
+# waiting at most this long.
 batched = bentoml.api(
     batchable=True,
     max_batch_size=settings.runner_max_batch_size,
@@ -56,6 +64,7 @@ batched = bentoml.api(
     workers=settings.runner_workers,
     resources={"cpu": "1", "gpu": 1} if settings.runner_device == "cuda" else {"cpu": "1"},
     traffic={"timeout": settings.runner_timeout_s},
+    tracing=worker.tracing(MODEL_CALLS),
     runner_connection=SESSION_RENEWAL,
     logging=service_logging(worker),
 )
@@ -67,6 +76,10 @@ class ModelRunner:
         limit_torch_threads(worker)
         device = select_device(settings.runner_device)
         self.models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
+        calls = (self.models.predict, self.models.predict_challenger, self.models.explain)
+        self.matrix_calls = {
+            path: batching(call) for path, call in zip(MODEL_CALLS, calls, strict=True)
+        }
         freeze_startup_heap()
 
     @bentoml.on_startup
@@ -101,4 +114,22 @@ class ModelRunner:
         return self.models.describe()
 
 
+def batching(score: Callable[[np.ndarray], np.ndarray]) -> MatrixCall:
+    """One model call for every matrix that arrives while the previous call runs. The call
+    runs on the event loop (a CPU batch takes well under a millisecond, less than a hand-off to
+    a thread), so calls arriving meanwhile queue and are joined into the next one."""
+
+    async def call(matrix: np.ndarray) -> np.ndarray:
+        return score(matrix)
+
+    return Coalescer(call, max_rows=settings.runner_max_batch_size, max_in_flight=1)
+
+
+# Outermost: counts every call, so a stopping runner outlives its API's last one.
 ModelRunner.add_asgi_middleware(DrainGate, drain=stopping)  # type: ignore[attr-defined]
+# The API's calls, answered before BentoML's routes (runner/matrix_endpoint.py).
+ModelRunner.add_asgi_middleware(  # type: ignore[attr-defined]
+    MatrixEndpoint,
+    service=bentoml.get_current_service,
+    max_rows=max(settings.runner_max_batch_size, MAX_APPLICATIONS_PER_REQUEST),
+)

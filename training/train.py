@@ -138,6 +138,7 @@ def train(config: TrainingConfig, registry: RegistrySettings) -> TrainResult:
             "probability": float(scorer.predict(baseline[None])[0]),
             "definition": "mean feature row of the training applicants who repaid",
         },
+        test_split={"records": records["test"], "probabilities": scores["test"].tolist()},
     )
     data_id = fingerprint(frame)
 

@@ -41,6 +41,7 @@ def monitored(bento_tag, challenger_tag, tmp_path_factory):
     log_url = f"sqlite:///{folder / 'predictions.db'}"
     env = serving_env(
         CREDIT_RISK_PREDICTION_LOG_URL=log_url,
+        CREDIT_RISK_API_WORKERS="1",  # the drift window is per worker: one holds all of it
         CREDIT_RISK_DRIFT_WINDOW="600",
         CREDIT_RISK_DRIFT_MIN_WINDOW="200",
         CREDIT_RISK_DRIFT_REFRESH_S="1",

@@ -1,20 +1,31 @@
 """The deployment topology on one machine: API and runner as separate `bentoml serve`
 processes from the built Bento's source, the API reaching the runner by URL over HTTP, as the
-two Kubernetes Deployments do. Also: the API is not ready, and answers 503, without a runner."""
+two Kubernetes Deployments do. Also: the API is not ready, and answers 503, without a runner;
+and train/serve parity over HTTP: the built Bento, served with the runner and in-process,
+answers training's whole test split with training's probabilities and their decisions."""
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import bentoml
+import numpy as np
 import pytest
 import requests
 from tests_support import serving_env
 
+from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST
+from credit_risk.decision import DecisionThresholds, decide
+from credit_risk.features import raw_columns_from_records
 from loadtests.burst import burst
 from loadtests.server import Server
+from model_artifact.bundle import read_bundle
+from model_artifact.loaded_model import mlflow_folder
+
+THRESHOLDS = DecisionThresholds()  # the served defaults
 
 
 def ready(url: str) -> bool:
@@ -28,6 +39,46 @@ def ready(url: str) -> bool:
 @pytest.fixture(scope="module")
 def bento_src(bento_tag) -> Path:
     return Path(bentoml.bentos.get(bento_tag).path) / "src"
+
+
+@pytest.fixture(scope="module")
+def in_process(bento_tag, tmp_path_factory) -> Iterator[Server]:
+    """The same Bento with the runner in the API process."""
+    folder = tmp_path_factory.mktemp("inprocess")
+    env = serving_env(
+        CREDIT_RISK_RUNNER_MODE="inprocess",
+        CREDIT_RISK_PREDICTION_LOG_URL=f"sqlite:///{folder / 'log.db'}",
+    )
+    with Server(bento_tag, folder / "inprocess.log", env) as served:
+        yield served
+
+
+def served_answers(url: str, records: list[dict]) -> list[dict]:
+    """Every record scored over HTTP, in requests of the most applications one may hold."""
+    results = []
+    for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
+        body = {"applications": records[start : start + MAX_APPLICATIONS_PER_REQUEST]}
+        response = requests.post(f"{url}/score", json=body, timeout=30)
+        assert response.status_code == 200, response.text
+        results += response.json()["results"]
+    return results
+
+
+def test_both_topologies_answer_the_test_split_as_training_scored_it(server, in_process):
+    served_model = requests.get(f"{server.url}/model", timeout=10).json()["model_tag"]
+    bundle = read_bundle(mlflow_folder(bentoml.models.get(served_model)))
+    assert bundle.test_split is not None, "training logs its test split with the model"
+    records = bundle.test_split["records"]
+    trained = np.asarray(bundle.test_split["probabilities"])
+    expected = [v.decision for v in decide(trained, raw_columns_from_records(records), THRESHOLDS)]
+    assert len(records) > 500
+    assert len(set(expected)) == 3
+
+    for topology in (server, in_process):
+        results = served_answers(topology.url, records)
+        served = np.array([r["probability_default"] for r in results])
+        np.testing.assert_allclose(served, trained, rtol=0, atol=1e-6, err_msg=topology.url)
+        assert [r["decision"] for r in results] == expected, topology.url
 
 
 def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_path, make_record):
@@ -76,21 +127,16 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
 
 
 def test_in_process_runner_mode_scores_the_same_without_a_runner_process(
-    server, bento_tag, tmp_path, make_record
+    server, in_process, make_record
 ):
-    env = serving_env(
-        CREDIT_RISK_RUNNER_MODE="inprocess",
-        CREDIT_RISK_PREDICTION_LOG_URL=f"sqlite:///{tmp_path / 'log.db'}",
-    )
     body = {"applications": [make_record(), make_record(records="yes", assets=None)]}
     expected = requests.post(f"{server.url}/score", json=body, timeout=10).json()["results"]
-    with Server(bento_tag, tmp_path / "inprocess.log", env) as single:
-        results = requests.post(f"{single.url}/score", json=body, timeout=10).json()["results"]
-        model = requests.get(f"{single.url}/model", timeout=10).json()
+    results = requests.post(f"{in_process.url}/score", json=body, timeout=10).json()["results"]
+    model = requests.get(f"{in_process.url}/model", timeout=10).json()
     assert [r["probability_default"] for r in results] == pytest.approx(
         [r["probability_default"] for r in expected], abs=1e-6
     )
     assert [r["decision"] for r in results] == [r["decision"] for r in expected]
     assert model["runner_mode"] == "inprocess"
     assert model["runner"]["model_tag"] == results[0]["model_tag"]
-    assert "[service:credit_risk_runner" not in (tmp_path / "inprocess.log").read_text()
+    assert "[service:credit_risk_runner" not in in_process.log.read_text()

@@ -18,20 +18,19 @@ from model_artifact.torch_scorer import TorchScorer, load_exported_module
 from training.data import load_credit_data, split
 
 
-class SpyRunner:
-    """Delegates to the real runner and keeps every matrix the API sent it."""
+class SpyModels:
+    """Delegates to the real models and keeps every matrix the API scored."""
 
-    def __init__(self, runner):
-        self.runner = runner
+    def __init__(self, models):
+        self.models = models
         self.matrices: list[np.ndarray] = []
-        self.to_async = self
 
-    async def predict(self, matrix):
+    def predict(self, matrix):
         self.matrices.append(np.array(matrix, copy=True))
-        return await self.runner.to_async.predict(matrix)
+        return self.models.predict(matrix)
 
-    async def explain(self, matrix):
-        return await self.runner.to_async.explain(matrix)
+    def explain(self, matrix):
+        return self.models.explain(matrix)
 
 
 def test_service_path_reproduces_training_matrix_and_probabilities(champion):
@@ -49,9 +48,9 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     )
     training_probabilities = trained.predict(training_matrix)
 
-    api = CreditRiskAPI()
-    spy = SpyRunner(api.scorer.runner)
-    api.scorer.runner = spy  # the remote scorer's client: what crosses the runner hop
+    api = CreditRiskAPI()  # no runner served beside it: BentoML builds one in this process
+    spy = SpyModels(api.scorer.models)
+    api.scorer.models = spy  # what the scorer hands the model (over HTTP: tests/e2e)
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from api.coalesce import Coalescer
+from runner.coalesce import Coalescer
 
 
 class Recorder:

@@ -112,12 +112,18 @@ def test_a_call_from_before_the_last_recovery_cannot_reopen_the_breaker():
 
 
 class Runner:
-    """The runner's client as the API uses it: ``to_async.<method>`` and ``is_ready``."""
+    """The runner as the API reaches it: matrix calls by name, and ``is_ready``."""
 
     def __init__(self) -> None:
-        self.to_async = self
         self.hung = True
         self.calls = 0
+
+    async def call(self, method: str, matrix: np.ndarray) -> np.ndarray:
+        answer: np.ndarray = await getattr(self, method)(matrix)
+        return answer
+
+    async def close(self) -> None:
+        return None
 
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         self.calls += 1
@@ -133,7 +139,7 @@ def test_scoring_fails_fast_while_the_runner_hangs_and_recovers_by_itself():
     async def main() -> None:
         runner = Runner()
         scorer = RemoteScorer(
-            runner, 256, calls_in_flight=2, retries=2, deadline_s=0.2, probe_interval_s=0.02
+            runner, runner, 256, calls_in_flight=2, retries=2, deadline_s=0.2, probe_interval_s=0.02
         )
         started = time.monotonic()
         first = await asyncio.gather(
@@ -174,8 +180,9 @@ class SlowRunner(Runner):
 
 def test_a_late_answer_from_a_runner_that_answers_its_probe_opens_nothing():
     async def main() -> None:
+        runner = SlowRunner()
         scorer = RemoteScorer(
-            SlowRunner(), 256, calls_in_flight=2, retries=0, deadline_s=0.2, probe_interval_s=0.02
+            runner, runner, 256, calls_in_flight=2, retries=0, deadline_s=0.2, probe_interval_s=0.02
         )
         with pytest.raises(RunnerUnreachable, match="no answer"):  # this request: 503
             await scorer.predict(MATRIX)

@@ -1,11 +1,12 @@
-"""Concurrent requests in one API worker share one model call.
+"""Concurrent callers share one model call: the API's requests in one worker (one runner hop
+or torch call for many requests), and the runner's matrix calls from every API worker (one
+torch call for many hops: the runner's adaptive batching, ``runner/matrix_endpoint.py``).
 
-Each request used to pay its own runner hop (or, in-process, its own torch call), and that
-fixed cost, not the rows, was what limited throughput. Requests arriving together are joined
-into one matrix and split again afterwards. There is no waiting window: a call starts on the
-next turn of the event loop whenever fewer than ``max_in_flight`` calls are running, and what
-arrives meanwhile rides with the next one, so an idle service adds no latency and a busy one
-batches more.
+The fixed cost of a call, not its rows, is what limits throughput. Matrices arriving together
+are joined into one and split again afterwards. There is no waiting window: a call starts on
+the next turn of the event loop whenever fewer than ``max_in_flight`` calls are running, and
+what arrives meanwhile rides with the next one, so an idle service adds no latency and a busy
+one batches more.
 """
 
 from __future__ import annotations

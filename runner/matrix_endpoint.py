@@ -1,0 +1,121 @@
+"""The runner's model calls in the matrix wire format, answered at the ASGI layer.
+
+Why: through BentoML's ``@bentoml.api(batchable=True)`` route, a call from the API paid pickle,
+a pydantic IO model, a per-call context and the batching dispatcher, about 1.5 ms of runner CPU
+for a model call that takes tenths of that (``docs/performance.md``). A POST to ``/predict``,
+``/predict_challenger`` or ``/explain`` whose content type is ``runner.matrix_wire.MEDIA_TYPE``
+is answered here instead: the body is decoded in place and scored through the service's
+coalescer, so calls arriving together from every API worker share one model call (the runner's
+adaptive batching, with no waiting window). Any other content type falls through to the
+BentoML route of the same name, which still serves BentoML's clients.
+
+BentoML's request metrics, tracing and timeout middlewares sit outside every user middleware, so
+these calls keep their metrics; ``DrainGate`` sits outside this one and counts them.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, Protocol
+
+import numpy as np
+
+from runner import matrix_wire
+from runner.asgi import ASGIApp, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
+
+MatrixCall = Callable[[np.ndarray], Awaitable[np.ndarray]]
+MEDIA_TYPE = matrix_wire.MEDIA_TYPE.encode()
+SHAPE_HEADER = matrix_wire.SHAPE_HEADER.encode()
+
+
+class MatrixCalls(Protocol):
+    """What the endpoint needs from the service instance: its model calls by path."""
+
+    matrix_calls: Mapping[str, MatrixCall]
+
+
+class MatrixEndpoint:
+    """Answers POST ``/<call>`` in the matrix format with ``service().matrix_calls[path]``;
+    everything else passes through. ``service`` returns the live service instance (BentoML
+    creates it after the middleware stack is built, so it is looked up per request)."""
+
+    def __init__(self, app: ASGIApp, service: Callable[[], MatrixCalls], max_rows: int) -> None:
+        self.app = app
+        self.service = service
+        self.max_rows = max_rows
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = dict(scope.get("headers", ())) if scope["type"] == "http" else {}
+        if scope.get("method") != "POST" or headers.get(b"content-type") != MEDIA_TYPE:
+            await self.app(scope, receive, send)
+            return
+        call = self.service().matrix_calls.get(scope["path"])
+        if call is None:
+            await self.app(scope, receive, send)
+            return
+        try:
+            shape = matrix_wire.parse_shape(
+                headers.get(SHAPE_HEADER, b"").decode("latin-1"), self.max_rows
+            )
+            body = await read_at_most(receive, matrix_wire.body_size(shape))
+            if body is None:  # the caller went away
+                return
+            matrix = matrix_wire.decode(body, shape)
+        except matrix_wire.MatrixFormatError as error:
+            await answer_error(send, 400, str(error))
+            return
+        try:
+            scores = await call(matrix)
+        except LookupError as error:  # no challenger configured
+            await answer_error(send, 404, str(error))
+            return
+        except Exception:
+            log.exception("%s failed", scope["path"])
+            await answer_error(send, 500, "model call failed, see the runner's log")
+            return
+        payload, shape_value = matrix_wire.encode(scores)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", MEDIA_TYPE),
+                    (SHAPE_HEADER, shape_value.encode()),
+                    (b"content-length", str(len(payload)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+async def read_at_most(receive: Receive, size: int) -> bytes | None:
+    """The request body, stopping once it is longer than ``size`` (``decode`` then refuses
+    it); None when the caller disconnected first."""
+    chunks: list[bytes] = []
+    received = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunk = message.get("body", b"")
+        chunks.append(chunk)
+        received += len(chunk)
+        if received > size or not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+async def answer_error(send: Send, status: int, reason: str) -> None:
+    payload = json.dumps({"error": reason, "detail": []}).encode()
+    headers: list[tuple[bytes, bytes]] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(payload)).encode()),
+    ]
+    if status == 400:  # the rest of an over-long body is left unread
+        headers.append((b"connection", b"close"))
+    start: dict[str, Any] = {"type": "http.response.start", "status": status, "headers": headers}
+    await send(start)
+    await send({"type": "http.response.body", "body": payload})
