@@ -157,10 +157,15 @@ def stop_after_drain(drain: Drain) -> None:
         close_listener(sys.argv)
         stop(signum, None)
 
-    def on_sigterm(signum: int, _frame: object) -> None:
+    def begin(signum: int) -> None:
         if drain.begin():
             log.info("SIGTERM: draining before stopping")
-            loop.call_soon_threadsafe(lambda: finishing.add(loop.create_task(finish(signum))))
+            finishing.add(loop.create_task(finish(signum)))
+
+    def on_sigterm(signum: int, _frame: object) -> None:
+        # on the loop, after what is already queued: a request whose bytes were read before
+        # the signal has its task queued, so it is admitted, not refused
+        loop.call_soon_threadsafe(begin, signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
 

@@ -10,7 +10,7 @@ import numpy as np
 from mlflow import MlflowClient
 
 from credit_risk.contract import CONTRACT_VERSION
-from model_artifact.bundle import BASELINE_FILE, BUNDLE_FILES, read_bundle
+from model_artifact.bundle import BASELINE_FILE, BUNDLE_FILES, TEST_SPLIT_FILE, read_bundle
 from training.data import TARGET, fingerprint, load_credit_data, split
 from training.fit import fit
 from training.settings import TrainingConfig
@@ -41,7 +41,7 @@ def test_registered_version_carries_model_signature_bundle_metrics_and_lineage(c
     requirements = (folder / "requirements.txt").read_text()
     assert "torch==2.13.0" in requirements
     assert "numpy==" in requirements
-    shipped = sorted([*BUNDLE_FILES, BASELINE_FILE])
+    shipped = sorted([*BUNDLE_FILES, BASELINE_FILE, TEST_SPLIT_FILE])
     assert sorted(p.name for p in (folder / "extra_files").iterdir()) == shipped
     run_artifacts = {a.path for a in client.list_artifacts(version.run_id, "bundle")}
     assert run_artifacts == {f"bundle/{name}" for name in shipped}
@@ -65,6 +65,10 @@ def test_bundle_holds_reference_statistics_and_golden_set(champion):
     assert set(bundle.reference["numeric"]) >= {"income", "amount"}
     assert abs(sum(bundle.reference["categorical"]["home"]["proportions"].values()) - 1) < 1e-9
     assert len(bundle.golden["records"]) == len(bundle.golden["probabilities"]) == 12
+    # the whole test split as training scored it, the golden set its first rows
+    assert bundle.test_split is not None
+    assert len(bundle.test_split["records"]) == len(bundle.test_split["probabilities"]) == 891
+    assert bundle.test_split["probabilities"][:12] == bundle.golden["probabilities"]
     # the reasons' reference applicant: the average repayer, a full-width row, low risk
     width = len(bundle.feature_params.feature_names)
     assert bundle.baseline_row().shape == (width,)
