@@ -30,7 +30,7 @@ from typing import Any
 from pydantic_core import from_json
 
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ErrorDetail, ErrorResponse
-from runner.asgi import ASGIApp, Message, Receive, Scope, Send
+from runner.asgi import ASGIApp, BodyTooLargeError, Message, Receive, Scope, Send, read_body
 
 Problem = tuple[int, bytes]  # status and JSON body of a refusal
 
@@ -185,28 +185,6 @@ def raise_repeated_key(node: Any) -> None:
         except RefusalError as refusal:
             refusal.loc.insert(0, key)
             raise
-
-
-class BodyTooLargeError(Exception):
-    """The body crossed the size limit while it arrived."""
-
-
-async def read_body(receive: Receive, max_body_bytes: int) -> bytes | None:
-    """The whole request body, or None when the client went away first; raises
-    ``BodyTooLargeError`` on the chunk that crosses the limit, without reading further."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > max_body_bytes:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 def replay(body: bytes, receive: Receive) -> Receive:

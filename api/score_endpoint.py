@@ -23,8 +23,9 @@ from typing import Any, Protocol
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ValidationError
 
+from api.guard import MAX_BODY_BYTES
 from credit_risk.contract import Application, ScoreResponse
-from runner.asgi import ASGIApp, Receive, Scope, Send
+from runner.asgi import ASGIApp, Receive, Scope, Send, read_body
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class ScoreEndpoint:
         if scope["type"] != "http" or scope["method"] != "POST" or scope["path"] != self.path:
             await self.app(scope, receive, send)
             return
-        body = await read_body(receive)
+        body = await read_body(receive, MAX_BODY_BYTES)  # the guard has bounded it already
         if body is None:  # the client went away before sending its request
             return
         status, payload = await self.respond(body)
@@ -98,16 +99,3 @@ def validation_error(error: ValidationError) -> dict[str, Any]:
         "error": f"{error.error_count()} validation error for {error.title}",
         "detail": error.errors(include_context=False, include_input=False),
     }
-
-
-async def read_body(receive: Receive) -> bytes | None:
-    """The whole request body (its size is bounded by the request guard), or None when the
-    client disconnected first."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            return b"".join(chunks)

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from runner import matrix_wire
-from runner.asgi import ASGIApp, Receive, Scope, Send
+from runner.asgi import ASGIApp, BodyTooLargeError, Receive, Scope, Send, read_body
 
 log = logging.getLogger(__name__)
 
@@ -61,12 +61,15 @@ class MatrixEndpoint:
             shape = matrix_wire.parse_shape(
                 headers.get(SHAPE_HEADER, b"").decode("latin-1"), self.max_rows
             )
-            body = await read_at_most(receive, matrix_wire.body_size(shape))
+            body = await read_body(receive, matrix_wire.body_size(shape))
             if body is None:  # the caller went away
                 return
             matrix = matrix_wire.decode(body, shape)
         except matrix_wire.MatrixFormatError as error:
             await answer_error(send, 400, str(error))
+            return
+        except BodyTooLargeError:
+            await answer_error(send, 400, f"body longer than shape {shape} needs (float32)")
             return
         try:
             scores = await call(matrix)
@@ -90,22 +93,6 @@ class MatrixEndpoint:
             }
         )
         await send({"type": "http.response.body", "body": payload})
-
-
-async def read_at_most(receive: Receive, size: int) -> bytes | None:
-    """The request body, stopping once it is longer than ``size`` (``decode`` then refuses
-    it); None when the caller disconnected first."""
-    chunks: list[bytes] = []
-    received = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        chunks.append(chunk)
-        received += len(chunk)
-        if received > size or not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 async def answer_error(send: Send, status: int, reason: str) -> None:
