@@ -35,6 +35,7 @@ import pytest
 import requests
 from tests_support import serving_env
 
+from api.settings import ApiSettings
 from loadtests.server import NO_CHALLENGER, Server
 from monitoring.prediction_log import read_predictions
 
@@ -404,10 +405,14 @@ def test_overload_at_four_times_capacity_sheds_cleanly_and_recovers(served, make
         return load.stop()
 
     baseline = light("calm", 3)
-    # like a load balancer's pool: at most 128 connections, other arrivals wait in the client
-    # (the wait counts in their latency); past 512 waiting the generator, which shares the
-    # cores with the server, is the bottleneck, and further arrivals are counted, not sent
-    burst = Load(url, make_record(), "burst", connections=128, backlog=512)
+    # like a load balancer's pool, twice the server's admission slots (workers x requests in
+    # flight each), so the server, not the pool, is what overflows (a pool no larger than the
+    # slots queues in the client and the server never sheds); other arrivals wait in the
+    # client (the wait counts in their latency); past 512 waiting the generator, which shares
+    # the cores with the server, is the bottleneck, and further arrivals are counted, not sent
+    settings = ApiSettings()  # what the served API reads: the same environment
+    slots = settings.api_workers * settings.api_max_concurrency
+    burst = Load(url, make_record(), "burst", connections=2 * slots, backlog=512)
     burst.start_open(capacity * 4, 30)
     time.sleep(30)
     during = burst.stop()
@@ -421,7 +426,8 @@ def test_overload_at_four_times_capacity_sheds_cleanly_and_recovers(served, make
     answered = [s for s in during if s.outcome != UNSENT]
     sent_rate = len(answered) / 30
     print(
-        f"\noverload: capacity {capacity:.0f} req/s (16 clients, closed loop); "
+        f"\noverload: capacity {capacity:.0f} req/s (16 clients, closed loop); {slots} "
+        f"admission slots, {2 * slots} connections; "
         f"offered {offered:.0f} req/s ({offered / capacity:.1f}x) open loop for 30 s, "
         f"{sent_rate:.0f} req/s sent"
         f"\n  before, at {capacity * 0.1:.0f} req/s: {dict(outcomes(baseline))} "
