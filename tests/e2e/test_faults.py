@@ -48,6 +48,11 @@ SHED = "503"  # only with Retry-After; a 503 without it is reported as its own k
 RETRY_AFTER_S = 1.0  # what the service asks for
 UNSENT = "unsent"  # an arrival the generator could not send: not an answer of the server
 DRAINING = b"shutting down, retry later"  # the body of a stopping worker's refusal
+# The faults server admits this many scoring requests per API worker (the default is 64): a
+# generator sharing the server's cores may not outrun a larger limit, and the overload must
+# reach the server's admission, not stop in the generator. Above CLIENTS, so the closed-loop
+# tests are never refused for it.
+ADMITTED_PER_WORKER = 16
 
 
 @dataclass
@@ -240,7 +245,11 @@ def start_server(bento_tag: str, folder: Path, **extra: str) -> tuple[Server, st
 @pytest.fixture(scope="module")
 def served(bento_tag, tmp_path_factory) -> Iterator[tuple[Server, str]]:
     """One server for the runner faults and the overload (each test leaves it healthy)."""
-    server, log_url = start_server(bento_tag, tmp_path_factory.mktemp("faults"))
+    server, log_url = start_server(
+        bento_tag,
+        tmp_path_factory.mktemp("faults"),
+        CREDIT_RISK_API_MAX_CONCURRENCY=str(ADMITTED_PER_WORKER),
+    )
     yield server, log_url
     if server.process.poll() is None:
         server.stop()
@@ -405,14 +414,14 @@ def test_overload_at_four_times_capacity_sheds_cleanly_and_recovers(served, make
         return load.stop()
 
     baseline = light("calm", 3)
-    # like a load balancer's pool, twice the server's admission slots (workers x requests in
-    # flight each), so the server, not the pool, is what overflows (a pool no larger than the
-    # slots queues in the client and the server never sheds); other arrivals wait in the
-    # client (the wait counts in their latency); past 512 waiting the generator, which shares
-    # the cores with the server, is the bottleneck, and further arrivals are counted, not sent
-    settings = ApiSettings()  # what the served API reads: the same environment
-    slots = settings.api_workers * settings.api_max_concurrency
-    burst = Load(url, make_record(), "burst", connections=2 * slots, backlog=512)
+    # like a load balancer's pool, four times the server's admission slots (API workers x
+    # requests admitted each), so the server, not the pool, is what overflows (a pool no larger
+    # than the slots queues in the client and the server never sheds); other arrivals wait in
+    # the client (the wait counts in their latency); past 512 waiting the generator, which
+    # shares the cores with the server, is the bottleneck, and further arrivals are counted,
+    # not sent
+    slots = ApiSettings().api_workers * ADMITTED_PER_WORKER
+    burst = Load(url, make_record(), "burst", connections=4 * slots, backlog=512)
     burst.start_open(capacity * 4, 30)
     time.sleep(30)
     during = burst.stop()
@@ -427,7 +436,7 @@ def test_overload_at_four_times_capacity_sheds_cleanly_and_recovers(served, make
     sent_rate = len(answered) / 30
     print(
         f"\noverload: capacity {capacity:.0f} req/s (16 clients, closed loop); {slots} "
-        f"admission slots, {2 * slots} connections; "
+        f"admission slots, {4 * slots} connections; "
         f"offered {offered:.0f} req/s ({offered / capacity:.1f}x) open loop for 30 s, "
         f"{sent_rate:.0f} req/s sent"
         f"\n  before, at {capacity * 0.1:.0f} req/s: {dict(outcomes(baseline))} "
