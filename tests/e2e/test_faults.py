@@ -50,8 +50,8 @@ UNSENT = "unsent"  # an arrival the generator could not send: not an answer of t
 DRAINING = b"shutting down, retry later"  # the body of a stopping worker's refusal
 # The faults server admits this many scoring requests per API worker (the default is 64): a
 # generator sharing the server's cores may not outrun a larger limit, and the overload must
-# reach the server's admission, not stop in the generator. Above CLIENTS, so the closed-loop
-# tests are never refused for it.
+# reach the server's admission, not stop in the generator. No fewer than CLIENTS, so the
+# closed-loop tests are never refused for it.
 ADMITTED_PER_WORKER = 16
 
 
