@@ -19,7 +19,7 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from api.runner_health import RunnerBreaker
-from runner.coalesce import Coalescer
+from runner.coalesce import Coalescer, coalesced
 from runner.models import RunnerModels
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ RETRYABLE = (*UNREACHABLE, ServiceUnavailable)
 RunnerCall = Callable[[np.ndarray], Awaitable[Any]]
 
 
-class MatrixCalls(Protocol):
+class MatrixCaller(Protocol):
     """The runner's model calls by name (``api.runner_client.MatrixClient``)."""
 
     async def call(self, method: str, matrix: np.ndarray) -> np.ndarray: ...
@@ -78,18 +78,12 @@ class LocalScorer:
 
     def __init__(self, models: RunnerModels, max_rows: int) -> None:
         self.models = models
-        self.champion = Coalescer(self._predict, max_rows=max_rows, max_in_flight=1)
-        self.attributions = Coalescer(self._explain, max_rows=max_rows, max_in_flight=1)
+        self.champion = coalesced(models.predict, max_rows)
+        self.attributions = coalesced(models.explain, max_rows)
 
     @property
     def available(self) -> bool:
         return True
-
-    async def _predict(self, matrix: np.ndarray) -> np.ndarray:
-        return self.models.predict(matrix)
-
-    async def _explain(self, matrix: np.ndarray) -> np.ndarray:
-        return self.models.explain(matrix)
 
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         return await self.champion(matrix)
@@ -115,7 +109,7 @@ class RemoteScorer:
     def __init__(
         self,
         runner: Any,
-        client: MatrixCalls,
+        client: MatrixCaller,
         max_rows: int,
         calls_in_flight: int,
         retries: int,

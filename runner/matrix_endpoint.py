@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -32,10 +33,21 @@ MEDIA_TYPE = matrix_wire.MEDIA_TYPE.encode()
 SHAPE_HEADER = matrix_wire.SHAPE_HEADER.encode()
 
 
-class MatrixCalls(Protocol):
+@dataclass(frozen=True)
+class ModelCall:
+    """One model call as the endpoint serves it: the (coalesced) call, and the columns its
+    model takes (None: no model behind it; the call raises ``LookupError``). A matrix of any
+    other width is refused before it is read, so it can never join, and break, the model call
+    of other callers."""
+
+    score: MatrixCall
+    width: int | None
+
+
+class ServesMatrices(Protocol):
     """What the endpoint needs from the service instance: its model calls by path."""
 
-    matrix_calls: Mapping[str, MatrixCall]
+    matrix_calls: Mapping[str, ModelCall]
 
 
 class MatrixEndpoint:
@@ -43,7 +55,7 @@ class MatrixEndpoint:
     everything else passes through. ``service`` returns the live service instance (BentoML
     creates it after the middleware stack is built, so it is looked up per request)."""
 
-    def __init__(self, app: ASGIApp, service: Callable[[], MatrixCalls], max_rows: int) -> None:
+    def __init__(self, app: ASGIApp, service: Callable[[], ServesMatrices], max_rows: int) -> None:
         self.app = app
         self.service = service
         self.max_rows = max_rows
@@ -61,6 +73,10 @@ class MatrixEndpoint:
             shape = matrix_wire.parse_shape(
                 headers.get(SHAPE_HEADER, b"").decode("latin-1"), self.max_rows
             )
+            if call.width is not None and shape[1:] != (call.width,):
+                raise matrix_wire.MatrixFormatError(
+                    f"{scope['path']} takes rows x {call.width} columns, not shape {shape}"
+                )
             body = await read_body(receive, matrix_wire.body_size(shape))
             if body is None:  # the caller went away
                 return
@@ -72,7 +88,7 @@ class MatrixEndpoint:
             await answer_error(send, 400, f"body longer than shape {shape} needs (float32)")
             return
         try:
-            scores = await call(matrix)
+            scores = await call.score(matrix)
         except LookupError as error:  # no challenger configured
             await answer_error(send, 404, str(error))
             return

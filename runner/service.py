@@ -6,7 +6,6 @@ locally; either way it holds the model once per worker, on CUDA when asked and p
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import Any
 
 import bentoml
@@ -16,9 +15,9 @@ from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST
 from model_artifact.champion import resolve_served_tags
 from model_artifact.settings import RegistrySettings
 from model_artifact.torch_scorer import select_device
-from runner.coalesce import Coalescer
+from runner.coalesce import coalesced
 from runner.drain import Drain, DrainGate, stop_after_drain
-from runner.matrix_endpoint import MatrixCall, MatrixEndpoint
+from runner.matrix_endpoint import MatrixEndpoint, ModelCall
 from runner.models import RunnerModels
 from runner.settings import RunnerSettings, WorkerSettings
 from runner.worker import freeze_startup_heap, limit_torch_threads, service_logging
@@ -76,10 +75,7 @@ class ModelRunner:
         limit_torch_threads(worker)
         device = select_device(settings.runner_device)
         self.models = RunnerModels.from_refs(self.model_ref, self.challenger_ref, device)
-        calls = (self.models.predict, self.models.predict_challenger, self.models.explain)
-        self.matrix_calls = {
-            path: batching(call) for path, call in zip(MODEL_CALLS, calls, strict=True)
-        }
+        self.matrix_calls = model_calls(self.models)
         freeze_startup_heap()
 
     @bentoml.on_startup
@@ -114,15 +110,21 @@ class ModelRunner:
         return self.models.describe()
 
 
-def batching(score: Callable[[np.ndarray], np.ndarray]) -> MatrixCall:
-    """One model call for every matrix that arrives while the previous call runs. The call
-    runs on the event loop (a CPU batch takes well under a millisecond, less than a hand-off to
-    a thread), so calls arriving meanwhile queue and are joined into the next one."""
-
-    async def call(matrix: np.ndarray) -> np.ndarray:
-        return score(matrix)
-
-    return Coalescer(call, max_rows=settings.runner_max_batch_size, max_in_flight=1)
+def model_calls(models: RunnerModels) -> dict[str, ModelCall]:
+    """The matrix endpoint's calls by path (``MODEL_CALLS``), each coalesced: one model call
+    for every matrix that arrives while the previous call runs, across every API worker."""
+    champion = models.champion.scorer.width
+    challenger = models.challenger.scorer.width if models.challenger else None
+    calls = (
+        (models.predict, champion),
+        (models.predict_challenger, challenger),
+        (models.explain, champion),
+    )
+    max_rows = settings.runner_max_batch_size
+    return {
+        path: ModelCall(coalesced(score, max_rows), width)
+        for path, (score, width) in zip(MODEL_CALLS, calls, strict=True)
+    }
 
 
 # Outermost: counts every call, so a stopping runner outlives its API's last one.

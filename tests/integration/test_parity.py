@@ -9,6 +9,7 @@ import bentoml
 import numpy as np
 import torch
 
+from api.scorer import LocalScorer
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ScoreRequest
 from credit_risk.pipeline import records_to_matrix
 from credit_risk.records import contract_records
@@ -49,8 +50,8 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
     training_probabilities = trained.predict(training_matrix)
 
     api = CreditRiskAPI()  # no runner served beside it: BentoML builds one in this process
-    spy = SpyModels(api.scorer.models)
-    api.scorer.models = spy  # what the scorer hands the model (over HTTP: tests/e2e)
+    spy = SpyModels(api.scorer.models)  # what the scorer hands the model (over HTTP: tests/e2e)
+    api.scorer = LocalScorer(spy, api.scorer.champion.max_rows)
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]

@@ -18,11 +18,11 @@ import pytest
 import uvicorn
 from bentoml.exceptions import NotFound, ServiceUnavailable
 
-from api.runner_client import MatrixClient
+from api.runner_client import MatrixClient, RunnerCallError
 from api.scorer import RemoteScorer, RunnerUnreachable
 from runner import matrix_wire
-from runner.coalesce import Coalescer
-from runner.matrix_endpoint import MatrixEndpoint
+from runner.coalesce import coalesced
+from runner.matrix_endpoint import MatrixEndpoint, ModelCall
 
 WIDTH = 5
 
@@ -49,16 +49,10 @@ class Models:
 
 class Service:
     def __init__(self, models: Models) -> None:
-        def batching(score):
-            async def call(matrix: np.ndarray) -> np.ndarray:
-                return score(matrix)
-
-            return Coalescer(call, max_rows=256, max_in_flight=1)
-
         self.matrix_calls = {
-            "/predict": batching(models.predict),
-            "/explain": batching(models.explain),
-            "/predict_challenger": batching(models.predict_challenger),
+            "/predict": ModelCall(coalesced(models.predict, 256), WIDTH),
+            "/explain": ModelCall(coalesced(models.explain, 256), WIDTH),
+            "/predict_challenger": ModelCall(coalesced(models.predict_challenger, 256), None),
         }
 
 
@@ -139,6 +133,26 @@ def test_concurrent_calls_share_model_calls_on_the_runner(runner_url, models):
     assert models.calls < 64  # calls that arrived during a model call rode the next one
 
 
+def test_a_matrix_of_the_wrong_width_is_refused_alone(runner_url, models):
+    """Checked before it can join the model call it would break for every caller in it."""
+    rows = [np.full((1, WIDTH), i, dtype=np.float32) for i in range(16)]
+
+    async def main():
+        client = MatrixClient(runner_url, max_rows=1024)
+        try:
+            wrong = client.call("predict", np.zeros((1, WIDTH + 1), np.float32))
+            calls = [wrong, *(client.call("predict", row) for row in rows)]
+            return await asyncio.gather(*calls, return_exceptions=True)
+        finally:
+            await client.close()
+
+    refused, *answers = run(main)
+    assert isinstance(refused, RunnerCallError)
+    assert "answered 400" in str(refused)
+    assert [float(answer[0]) for answer in answers] == [2.0 * i for i in range(16)]
+    assert sum(models.rows) == 16
+
+
 def test_runner_errors_map_to_what_the_api_retries_or_reports(runner_url):
     async def main():
         client = MatrixClient(runner_url, max_rows=1024)
@@ -169,6 +183,8 @@ def test_malformed_calls_get_a_400_naming_the_problem(runner_url):
         (matrix | {"x-matrix-shape": "2,5"}, b"\0" * 39, "body has 39 bytes"),
         (matrix | {"x-matrix-shape": "2,5"}, b"\0" * 4000, "body longer than shape (2, 5)"),
         (matrix | {"x-matrix-shape": "2000,5"}, b"", "2000 rows, at most 1024"),
+        (matrix | {"x-matrix-shape": "2,4"}, b"\0" * 32, "/predict takes rows x 5 columns"),
+        (matrix | {"x-matrix-shape": "10"}, b"\0" * 40, "not shape (10,)"),
     ]
     for headers, body, reason in cases:
         status, answer = run(lambda h=headers, b=body: post(h, b))
