@@ -64,30 +64,45 @@ serve: setup ## serve the latest built Bento on PORT (default 3000)
 
 demo: bento serve ## the main job end to end: bento + serve
 
-test: lint typecheck promtool ## lint, type check, then the whole test suite (unit, integration, e2e)
+test: lint typecheck promtool container-engine ## lint, type check, then the whole test suite (unit, integration, e2e, images)
 	$(BIN)/pytest
+
+container-engine: ## as root: podman and the local base images for the image tests (otherwise they skip, saying why)
+	@if [ "$$(id -u)" = 0 ]; then $(MAKE) --no-print-directory base-image; \
+	else echo "not root: podman is not set up here, the image tests will skip (make engine base-image as root)"; fi
 
 test-fast: setup promtool ## unit and integration tests only
 	$(BIN)/pytest -m "not e2e"
 
 smoke: setup ## headless Locust smoke run (a master and LOCUST_PROCESSES workers) against HOST
 	mkdir -p $(REPORTS)
-	$(BIN)/locust -f loadtests/locustfile.py --headless --host $(HOST) \
+	$(BIN)/locust -f loadtests/load/locustfile.py --headless --host $(HOST) \
 		-u $(SMOKE_USERS) -r $(SMOKE_USERS) -t $(SMOKE_TIME) --only-summary \
 		--processes $(LOCUST_PROCESSES) --master-bind-host 127.0.0.1 \
 		--csv $(REPORTS)/smoke --html $(REPORTS)/smoke.html --exit-code-on-error 1
 
 bench: setup ## side by side vs mlflow models serve and the floors -> loadtests/reports/bench-<stamp>/ (needs `make bento`)
-	$(BIN)/python -m loadtests.bench
+	$(BIN)/python -m loadtests.bench.side_by_side --processes $(LOCUST_PROCESSES)
 
 batch-bench: setup ## batch rows/s: torch core, batch.score, Dask 1 and 2 workers -> loadtests/reports/batch-<stamp>/ (needs `make promote`)
-	$(BIN)/python -m loadtests.batch_throughput
+	$(BIN)/python -m loadtests.bench.batch_throughput
 
-size: setup ## sizing sweep -> loadtests/reports/sizing-<stamp>/ (report.md, steps.csv, deployment.yaml); needs `make bento`
-	$(BIN)/python -m loadtests.size --processes $(LOCUST_PROCESSES)
+.PHONY: process-split runner-sweep size-profiles
+process-split: setup ## CPU per process of the served Bento under closed-loop load (SETTINGS="NAME=VALUE ..."); needs `make bento`
+	$(BIN)/python -m loadtests.bench.process_split $(SETTINGS)
+
+size: setup ## sizing sweep -> loadtests/reports/sizing-<stamp>/ (report.md, steps.csv, deployment.yaml) and both deploy/k8s profiles; needs `make bento`
+	$(BIN)/python -m loadtests.sizing.size --processes $(LOCUST_PROCESSES)
 
 size-verify: setup ## measure the newest sizing run's recommendation again (RUN=folder for another)
-	$(BIN)/python -m loadtests.size --verify $(if $(RUN),--run $(RUN))
+	$(BIN)/python -m loadtests.sizing.size --verify $(if $(RUN),--run $(RUN))
+
+size-profiles: setup ## write both deploy/k8s profiles and deployment.yaml again from a stored sizing run (RUN=folder)
+	$(if $(RUN),,$(error RUN=folder of a sizing run, e.g. loadtests/results/sizing-20261123-1452))
+	$(BIN)/python -m loadtests.sizing.profiles --run $(RUN)
+
+runner-sweep: setup ## the runner alone per device (CPU, and CUDA where lent) -> loadtests/reports/runner-sweep-<stamp>.json (MODEL_DIR=the served MLflow model, or WIDTH=)
+	$(BIN)/python -m loadtests.sizing.runner_sweep $(if $(MODEL_DIR),--model-dir $(MODEL_DIR)) $(if $(WIDTH),--width $(WIDTH))
 
 lint: setup ## ruff lint and format check
 	$(BIN)/ruff check .
@@ -95,3 +110,26 @@ lint: setup ## ruff lint and format check
 
 typecheck: setup ## mypy over the packages (strict on the domain and the model artifact)
 	$(BIN)/mypy
+
+# Container images with podman (no Docker daemon; deploy/image/README.md). As root on Debian 12:
+# `make engine` installs podman & co., `make base-image` builds the local Debian base images
+# (no image registry is reachable), `make image` / `make image-cuda` containerize the Bento.
+IMAGE_DIR := .image
+IMAGE_ENV := CONTAINERS_CONF=$(CURDIR)/$(IMAGE_DIR)/containers.conf
+IMAGE ?= credit-risk:latest
+IMAGE_CUDA ?= credit-risk-cuda:latest
+# the local CPU torch wheel(s), bind-mounted read-only into the CPU image build at /opt/wheels
+TORCH_WHEELS ?= /opt/wheels
+.PHONY: engine base-image image image-cuda container-engine
+
+engine: ## podman + runc + netavark (as root, apt) and .image/containers.conf for them
+	deploy/image/engine.sh
+
+base-image: engine ## local Debian 12 base images with uv (skipped when present; FORCE=1 rebuilds)
+	TORCH_WHEELS=$(TORCH_WHEELS) deploy/image/base.sh
+
+image: base-image build ## CPU image credit-risk:latest from the Bento (bentoml containerize, podman)
+	TORCH_WHEELS=$(TORCH_WHEELS) $(IMAGE_ENV) deploy/image/containerize.sh credit-risk:latest $(IMAGE) cpu
+
+image-cuda: base-image build-cuda ## CUDA image credit-risk-cuda:latest from build-cuda's Bento (~6.5 GB)
+	$(IMAGE_ENV) deploy/image/containerize.sh credit-risk-cuda:latest $(IMAGE_CUDA) cuda

@@ -5,18 +5,17 @@ Schema 2020-12 (OpenAPI 3.1) forms: ``anyOf: [..., {"type": "null"}]`` for an op
 numeric ``exclusiveMinimum``, and so on. OpenAPI 3.0 tools (schemathesis, client generators,
 validators) then refuse the document or misread the contract. ``openapi_30`` rewrites those
 forms into their 3.0 equivalents, and ``document_guarded_errors`` documents what the request
-guard and the contract's validation really answer (BentoML documents a 400 whose ``detail`` is
-a string, and neither 413, 415 nor 503). ``ServedDocument`` applies both to BentoML's response.
+checks and the contract's validation really answer (BentoML documents a 400 whose ``detail`` is
+a string, and neither 413, 415 nor 503). ``api/score_handler.py`` serves the result at
+``/docs.json``, built once per worker.
 """
 
 from __future__ import annotations
 
 import copy
-import json
 from typing import Any
 
 from credit_risk.contract import ErrorResponse
-from runner.asgi import ASGIApp, Message, Receive, Scope, Send
 
 OPENAPI_VERSION = "3.0.3"
 COMPONENTS = "#/components/schemas/"
@@ -249,50 +248,3 @@ def document_guarded_errors(document: dict[str, Any], paths: tuple[str, ...]) ->
             }
         }
     return documented
-
-
-class ServedDocument:
-    """Rewrites the response of ``GET path`` (BentoML's OpenAPI document) with ``openapi_30``
-    and ``document_guarded_errors``; every other request passes untouched. BentoML builds the
-    document per request; the rewrite is remembered for the last document seen."""
-
-    def __init__(self, app: ASGIApp, guarded_paths: tuple[str, ...], path: str = "/docs.json"):
-        self.app = app
-        self.guarded_paths = guarded_paths
-        self.path = path
-        self.last: tuple[bytes, bytes] = (b"", b"")
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "GET" or scope["path"] != self.path:
-            await self.app(scope, receive, send)
-            return
-        start: Message = {}
-        chunks: list[bytes] = []
-
-        async def rewriting(message: Message) -> None:
-            nonlocal start
-            if message["type"] == "http.response.start":
-                start = message
-                return
-            if message["type"] != "http.response.body" or start.get("status") != 200:
-                if start:  # an error answer: pass it on as it is
-                    await send(start)
-                    start = {}
-                await send(message)
-                return
-            chunks.append(message.get("body", b""))
-            if message.get("more_body"):
-                return
-            body = self.rewrite(b"".join(chunks))
-            headers = [(k, v) for k, v in start["headers"] if k.lower() != b"content-length"]
-            headers.append((b"content-length", str(len(body)).encode()))
-            await send({**start, "headers": headers})
-            await send({"type": "http.response.body", "body": body})
-
-        await self.app(scope, receive, rewriting)
-
-    def rewrite(self, original: bytes) -> bytes:
-        if self.last[0] != original:
-            document = document_guarded_errors(openapi_30(json.loads(original)), self.guarded_paths)
-            self.last = (original, json.dumps(document).encode())
-        return self.last[1]

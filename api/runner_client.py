@@ -1,7 +1,7 @@
 """The API's client for the runner's model calls, in the matrix wire format.
 
 Why not the ``bentoml.depends`` proxy for these calls: it pickles the arguments for BentoML's
-batchable route and renews its session every 100 requests (``runner/matrix_endpoint.py`` and
+batchable route and renews its session every 100 requests (``runners/matrix_endpoint.py`` and
 ``docs/performance.md`` have the cost). The proxy still finds the runner (a spawned local
 runner's Unix socket, or ``CREDIT_RISK_RUNNER_URL``), answers readiness probes and ``describe``;
 this client only sends matrices to the same address over one pooled keep-alive session.
@@ -15,7 +15,7 @@ import aiohttp
 import numpy as np
 from bentoml.exceptions import BentoMLException, NotFound, ServiceUnavailable
 
-from runner import matrix_wire
+from serving import matrix_wire
 
 LOCAL_BASE = "http://127.0.0.1:3000"  # the Host of requests over a Unix socket
 

@@ -1,8 +1,8 @@
 """The one way the API asks for probabilities and attributions, chosen once at start-up: in this
 process (no hop) or from the runner service (matrices over ``api/runner_client.py``; retried,
 since both calls are idempotent, within one deadline, and refused at once while the runner is
-unreachable: ``api/runner_health.py``).
-Either way concurrent requests share model calls (``runner/coalesce.py``), attributions included
+unreachable: ``api/runner_breaker.py``).
+Either way concurrent requests share model calls (``serving/coalesce.py``), attributions included
 (one call for 256 rows costs what a few one-row calls do), so the endpoint has no mode
 branches."""
 
@@ -12,15 +12,17 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import aiohttp
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
-from api.runner_health import RunnerBreaker
-from runner.coalesce import Coalescer, coalesced
-from runner.models import RunnerModels
+from api.runner_breaker import RunnerBreaker
+from serving.coalesce import Coalescer, coalesced
+
+if TYPE_CHECKING:  # torch: imported only by a worker that scores in process
+    from serving.served_models import ServedModels
 
 log = logging.getLogger(__name__)
 
@@ -29,10 +31,10 @@ UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Timeou
 # ... or an answer that says "later" (the runner shedding load): both worth a retry
 RETRYABLE = (*UNREACHABLE, ServiceUnavailable)
 
-RunnerCall = Callable[[np.ndarray], Awaitable[Any]]
+Attempt = Callable[[np.ndarray], Awaitable[Any]]  # one try of a runner call
 
 
-class MatrixCaller(Protocol):
+class RunnerClient(Protocol):
     """The runner's model calls by name (``api.runner_client.MatrixClient``)."""
 
     async def call(self, method: str, matrix: np.ndarray) -> np.ndarray: ...
@@ -76,7 +78,7 @@ class Scorer(Protocol):
 class LocalScorer:
     """The models in this process: a synchronous call, so one model call at a time."""
 
-    def __init__(self, models: RunnerModels, max_rows: int) -> None:
+    def __init__(self, models: ServedModels, max_rows: int) -> None:
         self.models = models
         self.champion = coalesced(models.predict, max_rows)
         self.attributions = coalesced(models.explain, max_rows)
@@ -109,7 +111,7 @@ class RemoteScorer:
     def __init__(
         self,
         runner: Any,
-        client: MatrixCaller,
+        client: RunnerClient,
         max_rows: int,
         calls_in_flight: int,
         retries: int,
@@ -140,9 +142,9 @@ class RemoteScorer:
         if self.breaker.is_open:
             raise RunnerUnavailable("model runner unreachable, retry later")
         generation = self.breaker.generation
-        endpoint: RunnerCall = partial(self.client.call, method)
+        attempt: Attempt = partial(self.client.call, method)
         try:
-            return await with_retries(endpoint, matrix, self.retries, self.deadline_s)
+            return await with_retries(attempt, matrix, self.retries, self.deadline_s)
         except RunnerTimedOut as error:
             self.breaker.suspect(generation, str(error))
             raise
@@ -176,7 +178,7 @@ class RemoteScorer:
 
 
 async def with_retries(
-    call: RunnerCall,
+    call: Attempt,
     matrix: np.ndarray,
     retries: int,
     deadline_s: float,

@@ -1,4 +1,5 @@
-"""The API service's knobs (env ``CREDIT_RISK_*``)."""
+"""The API service's knobs (env ``CREDIT_RISK_*``): the service itself, and in one class what
+it needs to call a model runner. What every serving worker shares is ``serving/settings.py``."""
 
 from __future__ import annotations
 
@@ -7,9 +8,34 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+_ENV = SettingsConfigDict(env_prefix="CREDIT_RISK_", extra="ignore")
+
 
 class ApiSettings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_", extra="ignore")
+    """The API service: workers, admission, timeout, stopping."""
+
+    model_config = _ENV
+
+    api_drain_s: float = Field(
+        1.0,
+        ge=0,
+        description="After SIGTERM, least time new scoring requests get 503 + Retry-After.",
+    )
+    api_workers: int = Field(
+        2,
+        ge=1,
+        description="API worker processes (two keep a 2-core machine busy beside the runner).",
+    )
+    api_max_concurrency: int = Field(
+        64, ge=1, description="Scoring requests in flight per worker before 503 + Retry-After."
+    )
+    api_timeout_s: float = Field(15.0, gt=0, description="API request timeout.")
+
+
+class RunnerClientSettings(BaseSettings):
+    """Where the API's model calls go and how they are retried, bounded and shed."""
+
+    model_config = _ENV
 
     runner_mode: Literal["remote", "inprocess"] = Field(
         "remote",
@@ -27,20 +53,6 @@ class ApiSettings(BaseSettings):
     runner_probe_interval_s: float = Field(
         0.25, gt=0, description="While the runner is unreachable, how often the API probes it."
     )
-    api_drain_s: float = Field(
-        1.0,
-        ge=0,
-        description="After SIGTERM, least time new scoring requests get 503 + Retry-After.",
-    )
-    api_workers: int = Field(
-        2,
-        ge=1,
-        description="API worker processes (two keep a 2-core machine busy beside the runner).",
-    )
-    api_max_concurrency: int = Field(
-        64, ge=1, description="Scoring requests in flight per worker before 503 + Retry-After."
-    )
-    api_timeout_s: float = Field(15.0, gt=0, description="API request timeout.")
     api_runner_calls_in_flight: int = Field(
         2, ge=1, description="Model calls in flight per API worker; later requests share one."
     )

@@ -36,11 +36,9 @@ from distributed import Client, LocalCluster
 from batch.partition import REJECTS, SCORES, Job, ModelSource, PieceReport, score_piece
 from batch.score import BLOCK_ROWS
 from batch.sources import Piece, input_files, plan
-from credit_risk.decision import DecisionThresholds
-from credit_risk.reasons import ReasonSettings
+from model_artifact.bundle import mlflow_folder
 from model_artifact.champion import resolve_served_tags
-from model_artifact.loaded_model import mlflow_folder
-from model_artifact.settings import RegistrySettings
+from model_artifact.settings import DecisionSettings, ReasonSettings, RegistrySettings
 from model_artifact.torch_scorer import DeviceChoice
 
 PARTITION_ROWS = 8 * BLOCK_ROWS  # 65,536 rows: seconds of work per piece, a few MB per part
@@ -122,7 +120,7 @@ def score_input(
     files = input_files(source)
     pieces = plan(files, partition_rows)
     prepare_output(output, overwrite)
-    job = Job(model, str(output.resolve()), DecisionThresholds(), ReasonSettings(), explain_all)
+    job = Job(model, str(output.resolve()), DecisionSettings(), ReasonSettings(), explain_all)
     reports = run_job(client, pieces, job)
     summary = summarize(files, reports, model.tag, time.perf_counter() - start)
     (output / SUMMARY).write_text(json.dumps(asdict(summary), indent=1))

@@ -24,7 +24,7 @@ import torch
 from batch.score import score_frame
 from batch.sources import Piece, read_piece
 from credit_risk.decision import DecisionThresholds
-from credit_risk.reasons import ReasonSettings
+from credit_risk.reasons import ReasonPolicy
 from model_artifact.loaded_model import LoadedModel
 from model_artifact.torch_scorer import DeviceChoice, select_device
 
@@ -64,7 +64,7 @@ class Job:
     model: ModelSource
     output: str  # the job's output folder, as the workers see it
     thresholds: DecisionThresholds
-    reasons: ReasonSettings
+    reasons: ReasonPolicy
     explain_all: bool = False
 
 

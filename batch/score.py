@@ -21,11 +21,10 @@ import pandas as pd
 from credit_risk.decision import VERDICTS, DecisionThresholds, verdict_codes
 from credit_risk.features import RawColumns
 from credit_risk.pipeline import raw_to_matrix
-from credit_risk.reasons import ReasonCoder, ReasonSettings
+from credit_risk.reasons import ReasonCoder, ReasonPolicy
 from credit_risk.table_contract import validate_table
-from model_artifact.champion import load_served_model
-from model_artifact.loaded_model import LoadedModel
-from model_artifact.settings import RegistrySettings
+from model_artifact.loaded_model import LoadedModel, load_served_model
+from model_artifact.settings import DecisionSettings, ReasonSettings, RegistrySettings
 from model_artifact.torch_scorer import select_device
 
 # Input rows validated and scored together. It bounds memory on large files, and it fixes
@@ -76,7 +75,7 @@ def score_chunk(
     return probabilities, codes, coder.cells(len(codes), rows, attributions)
 
 
-def reason_coder(model: LoadedModel, reasons: ReasonSettings | None) -> ReasonCoder | None:
+def reason_coder(model: LoadedModel, reasons: ReasonPolicy | None) -> ReasonCoder | None:
     """Principal reasons come from the model as online, when it ships a baseline."""
     if model.bundle.baseline is None:
         return None
@@ -115,7 +114,7 @@ def score_frame(
     frame: pd.DataFrame,
     model: LoadedModel,
     thresholds: DecisionThresholds,
-    reasons: ReasonSettings | None = None,
+    reasons: ReasonPolicy | None = None,
     explain_all: bool = False,
     first_row: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -145,7 +144,7 @@ def score_file(
     model: LoadedModel,
     thresholds: DecisionThresholds,
     explain_all: bool = False,
-    reasons: ReasonSettings | None = None,
+    reasons: ReasonPolicy | None = None,
 ) -> BatchSummary:
     frame = read_table(source)
     results, rejects = score_frame(frame, model, thresholds, reasons, explain_all)
@@ -168,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     device = select_device(args.device)
     model = load_served_model(RegistrySettings(), device)
     summary = score_file(
-        args.input, args.output, rejects, model, DecisionThresholds(), args.explain_all
+        args.input, args.output, rejects, model, DecisionSettings(), args.explain_all
     )
     print(
         f"rows={summary.rows} scored={summary.scored} rejected={summary.rejected} -> {args.output}"

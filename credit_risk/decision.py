@@ -12,17 +12,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import Field, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field, model_validator
 
 from credit_risk.contract import Decision
 
 
-class DecisionThresholds(BaseSettings):
-    """Credit policy's cut-offs (env ``CREDIT_RISK_DECISION__*``): configuration, so policy
-    changes without retraining."""
-
-    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_DECISION__", extra="ignore")
+class DecisionThresholds(BaseModel):
+    """Credit policy's cut-offs: configuration, so policy changes without retraining. Entry
+    points read them from the environment (``model_artifact.settings.DecisionSettings``)."""
 
     approve_below: float = Field(
         0.25, gt=0, lt=1, description="Default probability below which a clean file approves."

@@ -8,7 +8,7 @@ numeric column, its missing flag and every one-hot level of a category belong to
 a ratio column comes from two fields and is split equally between them. A field's reason is the
 sum of its columns' contributions; the principal reasons are the fields with the largest
 positive sums (those that raised the probability), at most ``max_reasons`` of them. The texts
-live in a YAML file (``reason_texts.yaml`` beside this module, or the file named by
+live in a YAML file (``reason_texts.yaml`` beside this module, or the file the policy names,
 ``CREDIT_RISK_REASONS_TEXTS_FILE``), so policy edits wording without a code change.
 """
 
@@ -20,8 +20,7 @@ from typing import Literal
 
 import numpy as np
 import yaml
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import BaseModel, Field
 
 from credit_risk.contract import CONTRACT_FIELDS, PrincipalReason
 from credit_risk.features import RATIOS
@@ -34,10 +33,9 @@ ADVERSE: dict[str, frozenset[str]] = {
 }
 
 
-class ReasonSettings(BaseSettings):
-    """When reasons are computed and how they read (env ``CREDIT_RISK_REASONS_*``)."""
-
-    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_REASONS_", extra="ignore")
+class ReasonPolicy(BaseModel):
+    """When reasons are computed and how they read. Entry points read it from the environment
+    (``model_artifact.settings.ReasonPolicy``)."""
 
     # Declines by default: an attribution cost a decline about 30% of its throughput and half
     # its capacity at p99 <= 100 ms in process (docs/performance.md), and a review is not yet
@@ -80,7 +78,7 @@ def load_texts(path: Path) -> dict[str, str]:
 class ReasonCoder:
     """Built once per loaded model: its columns' map to fields, and the policy's texts."""
 
-    def __init__(self, feature_names: Sequence[str], settings: ReasonSettings) -> None:
+    def __init__(self, feature_names: Sequence[str], settings: ReasonPolicy) -> None:
         self.weights = column_weights(feature_names)
         self.texts = load_texts(settings.texts_file)
         self.max_reasons = settings.max_reasons

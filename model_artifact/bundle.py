@@ -14,11 +14,28 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from credit_risk.features import FeatureParams
+
+MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model keeps the MLflow model
+
+
+class StoredModel(Protocol):
+    """What is used of a ``bentoml.Model`` (kept structural so torch-only code needs no bentoml)."""
+
+    @property
+    def tag(self) -> Any: ...
+
+    def path_of(self, item: str) -> str: ...
+
+
+def mlflow_folder(model: StoredModel) -> Path:
+    """The MLflow model folder inside a BentoML model imported by promotion."""
+    return Path(model.path_of(MLFLOW_MODEL_FOLDER))
+
 
 FEATURE_PARAMS_FILE = "feature_params.json"
 CONTRACT_FILE = "contract.json"

@@ -7,11 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import bentoml
-import torch
 from pydantic import BaseModel
 
-from model_artifact.loaded_model import LoadedModel
 from model_artifact.settings import RegistrySettings
 
 
@@ -69,9 +66,3 @@ def resolve_served_tags(registry: RegistrySettings) -> ServedTags:
     else:
         challenger = record.challenger.bento_model_tag if record and record.challenger else None
     return ServedTags(champion, challenger)
-
-
-def load_served_model(registry: RegistrySettings, device: torch.device) -> LoadedModel:
-    """The champion from the BentoML store, for offline use (batch scoring, benchmarks)."""
-    stored = bentoml.models.get(resolve_served_tags(registry).champion)
-    return LoadedModel.from_bento_model(stored, device)

@@ -5,31 +5,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 import torch
 
 from credit_risk.matrix import to_matrix
 from credit_risk.pipeline import records_to_matrix
-from model_artifact.bundle import ModelBundle, read_bundle
+from model_artifact.bundle import ModelBundle, StoredModel, mlflow_folder, read_bundle
+from model_artifact.champion import resolve_served_tags
+from model_artifact.settings import RegistrySettings
 from model_artifact.torch_scorer import TorchScorer
-
-MLFLOW_MODEL_FOLDER = "mlflow_model"  # where bentoml.mlflow.import_model keeps the MLflow model
-
-
-class StoredModel(Protocol):
-    """What is used of a ``bentoml.Model`` (kept structural so torch-only code needs no bentoml)."""
-
-    @property
-    def tag(self) -> Any: ...
-
-    def path_of(self, item: str) -> str: ...
-
-
-def mlflow_folder(model: StoredModel) -> Path:
-    """The MLflow model folder inside a BentoML model imported by promotion."""
-    return Path(model.path_of(MLFLOW_MODEL_FOLDER))
 
 
 @dataclass(frozen=True)
@@ -64,3 +49,11 @@ class LoadedModel:
     def score_records(self, records: list[dict[str, object]]) -> np.ndarray:
         """Contract records to probabilities through the one shared feature pipeline."""
         return self.scorer.predict(records_to_matrix(records, self.bundle.feature_params))
+
+
+def load_served_model(registry: RegistrySettings, device: torch.device) -> LoadedModel:
+    """The champion from the BentoML store, for offline use (batch scoring, benchmarks)."""
+    import bentoml  # the store; torch-only callers of this module never need it
+
+    stored = bentoml.models.get(resolve_served_tags(registry).champion)
+    return LoadedModel.from_bento_model(stored, device)

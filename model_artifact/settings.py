@@ -1,6 +1,9 @@
-"""Where models live and which one is served: the MLflow store and registry, the BentoML model
-names, and the champion record that promotion writes (env ``CREDIT_RISK_*``,
-``MLFLOW_TRACKING_URI``). Training, promotion, both services and batch scoring read it."""
+"""The configuration every lifecycle step shares, read from the environment by the entry
+points: where models live and which one is served (the MLflow store and registry, the BentoML
+model names, the champion record that promotion writes), and credit policy (the decision
+thresholds and when principal reasons are given), which promotion's gates, both scoring paths
+and the benchmarks apply. The domain (``credit_risk``) takes policy as arguments and reads no
+environment itself."""
 
 from __future__ import annotations
 
@@ -8,6 +11,9 @@ from pathlib import Path
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from credit_risk.decision import DecisionThresholds
+from credit_risk.reasons import ReasonPolicy
 
 # The repository root, or a Bento's ``src`` folder: where ``champion.json`` sits beside the code.
 SOURCE_ROOT = Path(__file__).resolve().parent.parent
@@ -42,3 +48,15 @@ class RegistrySettings(BaseSettings):
         SOURCE_ROOT / "champion.json",
         description="The champion record promotion writes and `bentoml build` packs.",
     )
+
+
+class DecisionSettings(BaseSettings, DecisionThresholds):
+    """Credit policy's cut-offs from the environment (``CREDIT_RISK_DECISION__*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_DECISION__", extra="ignore")
+
+
+class ReasonSettings(BaseSettings, ReasonPolicy):
+    """When principal reasons are given, from the environment (``CREDIT_RISK_REASONS_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_REASONS_", extra="ignore")

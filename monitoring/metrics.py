@@ -156,15 +156,6 @@ def observe_outputs(probabilities: Iterable[float], decisions: Iterable[str]) ->
         DECISIONS.labels(decision).inc(count)
 
 
-def count_rejections(body: bytes) -> None:
-    """Count the violations listed in a refused request's JSON error body."""
-    try:
-        detail = json.loads(body).get("detail", [])
-    except (ValueError, AttributeError):
-        return
-    observe_rejection(error for error in detail if isinstance(error, dict))
-
-
 def observe_rejection(errors: Iterable[Mapping[str, object]]) -> None:
     """Count each contract violation by field (the last name in its location) and type."""
     for error in errors:

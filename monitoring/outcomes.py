@@ -204,8 +204,7 @@ def model_facts(model_tag: str) -> tuple[dict[str, Any] | None, Mapping[str, Any
     import bentoml
     from bentoml.exceptions import NotFound
 
-    from model_artifact.bundle import read_bundle
-    from model_artifact.loaded_model import mlflow_folder
+    from model_artifact.bundle import mlflow_folder, read_bundle
 
     try:
         model = bentoml.models.get(model_tag)

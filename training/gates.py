@@ -20,8 +20,8 @@ from credit_risk.contract import (
 )
 from credit_risk.decision import DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
-from model_artifact.bundle import ModelBundle
-from model_artifact.loaded_model import LoadedModel, StoredModel
+from model_artifact.bundle import ModelBundle, StoredModel
+from model_artifact.loaded_model import LoadedModel
 from training.registry import Candidate
 from training.settings import PromotionSettings
 

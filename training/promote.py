@@ -29,9 +29,10 @@ from bentoml.exceptions import NotFound
 from mlflow import MlflowClient
 
 from credit_risk.decision import DecisionThresholds
+from model_artifact.bundle import mlflow_folder
 from model_artifact.champion import ChampionRecord, Promotion, read_champion, write_champion
-from model_artifact.loaded_model import LoadedModel, mlflow_folder
-from model_artifact.settings import RegistrySettings
+from model_artifact.loaded_model import LoadedModel
+from model_artifact.settings import DecisionSettings, RegistrySettings
 from training.gates import (
     GateResult,
     contract_gate,
@@ -183,7 +184,7 @@ def promote(
             champion,
             registry,
             policy or PromotionSettings(),
-            thresholds or DecisionThresholds(),
+            thresholds or DecisionSettings(),
         )
     except Exception:
         if created:  # a candidate that cannot even be checked must not stay in the store

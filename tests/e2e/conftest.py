@@ -6,18 +6,21 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from tests_support import serving_env
 
-from loadtests.server import BENTOML, Server
+from loadtests.load.server import BENTOML, Server
 from model_artifact.settings import SOURCE_ROOT
 
 BUILD_SOURCES = (
     "bentofile.yaml",
     "bentofile.cuda.yaml",
+    "service.py",
     "api",
-    "runner",
+    "runners",
+    "serving",
     "model_artifact",
     "monitoring",
     "credit_risk",
@@ -74,3 +77,43 @@ def server(bento_tag, tmp_path_factory) -> Iterator[Server]:
         yield served
     finally:
         served.stop()
+
+
+@pytest.fixture(scope="session")
+def container_engine() -> None:
+    """Podman as `make engine base-image` sets it up; the image tests skip, naming what is
+    missing, where it cannot run (`make test` sets it up first, as root)."""
+    from containers import missing_engine
+
+    missing = missing_engine()
+    if missing:
+        pytest.skip(f"no container engine: {missing}")
+
+
+@pytest.fixture(scope="session")
+def cpu_image(container_engine, bento_tag) -> Iterator[str]:
+    """The CPU image of the test Bento, built as `make image` builds one; removed afterwards."""
+    from containers import build_image, podman
+
+    image = f"localhost/credit-risk-test:{bento_tag.split(':')[1]}"
+    seconds = build_image(bento_tag, image, "cpu", serving_env())
+    print(f"\ncpu image {image} built in {seconds:.0f} s")
+    try:
+        yield image
+    finally:
+        podman("rmi", "-f", image, check=False)
+
+
+@pytest.fixture(scope="session")
+def image_server(cpu_image, tmp_path_factory) -> Iterator[Any]:
+    """The CPU image run as Kubernetes runs it and nothing more: `podman run --read-only`, no
+    mount, no variable."""
+    from containers import Container, save_logs
+
+    container = Container(cpu_image, "--read-only")
+    try:
+        print(f"\nimage ready in {container.wait_ready():.1f} s")
+        yield container
+    finally:
+        save_logs(container, tmp_path_factory.mktemp("image") / "container.log")
+        container.remove()

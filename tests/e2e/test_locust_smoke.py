@@ -2,23 +2,26 @@
 and `make size` run it (a master and worker processes): zero failures with every bad request
 answered 4xx (the locustfile marks anything else a failure); a sizing step paced open-loop over
 a measured window, at the total rate asked whatever the workers, with the generator's CPU beside
-the server's; and the master and workers started apart, as on several machines."""
+the server's; one fixed body paced the same way on workers (how the runner alone and the
+benchmark's other servers are measured); and the master and workers started apart, as on
+several machines."""
 
 from __future__ import annotations
 
 import subprocess
 
-from loadtests.locust_run import (
+from loadtests.load.locust_run import (
     LOCUST,
     LOCUSTFILE,
+    FixedRequest,
     paced_options,
     paced_seconds,
     paced_users,
     run_locust,
 )
-from loadtests.measure import locust_load, run_step
-from loadtests.pacing import OK
-from loadtests.server import free_port
+from loadtests.load.pacing import OK
+from loadtests.load.server import free_port
+from loadtests.sizing.measure import locust_load, run_step, score_body
 
 WORKERS = 2
 WORKER_OF = ("--master-host", "127.0.0.1", "--master-port")  # + the master's port
@@ -51,6 +54,16 @@ def test_a_sizing_step_on_workers_offers_the_total_rate_and_measures_the_generat
     assert step.server_cpu_percent > 0
     assert not step.generator_saturated  # 100 req/s is far below what two workers drive
     assert step.p99_ms < 1000
+
+
+def test_a_fixed_body_on_workers_is_paced_at_the_total_rate(server):
+    """The ``--body`` option reaches the workers with the spawn message, as ``--rate`` does:
+    every arrival posts that body (one application, 200 expected), 50 req/s over 4 s in all."""
+    request = FixedRequest("/score", score_body(), "/readyz")
+    step = run_step(server, locust_load(server.url, WORKERS, request), 50, 4)
+    assert 140 <= step.requests <= 260
+    assert step.errors == 0
+    assert step.generator_processes == WORKERS + 1
 
 
 def test_workers_started_apart_as_on_other_machines_follow_the_master(server, tmp_path):

@@ -17,7 +17,7 @@ import pytest
 from mlflow import MlflowClient
 from tests_support import TINY_CONFIG
 
-from loadtests.server import Server
+from loadtests.load.server import Server
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 MODEL = "credit-risk"

@@ -14,8 +14,8 @@ from mlflow import MlflowClient
 from tests_support import TINY_CONFIG, serving_env
 
 from credit_risk.records import contract_records
-from loadtests.burst import burst
-from loadtests.server import Server
+from loadtests.load.burst import burst
+from loadtests.load.server import Server
 from monitoring.prediction_log import read_predictions
 from training.data import load_credit_data, split
 from training.promote import import_into_store

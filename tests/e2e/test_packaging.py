@@ -30,14 +30,21 @@ def test_bento_packs_the_champion_and_pins_the_serving_environment(
     assert (Path(bento.path) / "src" / "champion.json").is_file()
     for pin in PINNED:
         assert pin in requirements
-    assert "FROM python:3.11" in dockerfile
-    assert "pip install -r $BENTO_PATH/env/python/requirements.txt" in dockerfile
+    base = "bookworm-py311-cpu" if which == "cpu" else "bookworm-py311 "
+    assert f"FROM localhost/credit-risk-base:{base}" in dockerfile  # made here: no registry
+    assert (
+        "uv --directory $INSTALL_ROOT pip install -r $BENTO_PATH/env/python/requirements.txt"
+        in dockerfile
+    )
 
 
 def test_cpu_image_takes_the_cpu_torch_build(bento_tag):
-    _, requirements, _ = bento_files(bento_tag)
-    assert "torch==2.13.0\n" in requirements  # resolves to +cpu from the CPU index below
-    assert requirements.startswith("--extra-index-url https://download.pytorch.org/whl/cpu")
+    """The pin is the same in both Bentos; the CPU base image resolves it to the local +cpu
+    wheel (deploy/image/base.sh), and the bentofile names no index that cannot be reached."""
+    dockerfile, requirements, _ = bento_files(bento_tag)
+    assert "torch==2.13.0\n" in requirements
+    assert "--extra-index-url" not in requirements
+    assert "credit-risk-base:bookworm-py311-cpu" in dockerfile
 
 
 def test_cuda_image_takes_the_cuda_torch_build_and_defaults_the_runner_to_the_gpu(cuda_bento_tag):

@@ -12,7 +12,7 @@ import requests
 import sqlalchemy as sa
 from tests_support import serving_env
 
-from loadtests.server import NO_CHALLENGER, Server
+from loadtests.load.server import NO_CHALLENGER, Server
 
 
 class Clients:

@@ -4,6 +4,8 @@ answered 4xx naming the field, lineage, metrics, zero errors under concurrency."
 from __future__ import annotations
 
 import json
+import urllib.error
+import urllib.request
 
 import bentoml
 import pytest
@@ -11,7 +13,7 @@ import requests
 from hypothesis import HealthCheck, given, settings
 from strategies import invalid_records
 
-from loadtests.burst import burst
+from loadtests.load.burst import burst
 
 JSON = {"content-type": "application/json"}
 
@@ -67,7 +69,7 @@ def materialise(body, make_record):
 
 
 def test_bentomls_own_client_scores_through_the_asgi_endpoint(server, make_record):
-    """`/score` is answered in front of BentoML's route (api/score_endpoint.py); BentoML's
+    """`/score` is answered in front of BentoML's route (api/score_handler.py); BentoML's
     client still finds the route in /schema.json and gets the same answers and errors."""
     with bentoml.SyncHTTPClient(server.url) as client:
         answer = client.score(applications=[make_record(request_id="client-1")])
@@ -115,9 +117,25 @@ def test_wrong_content_type_is_refused(server, make_record, headers, status):
     assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
 
 
-def test_oversized_body_is_refused_before_parsing(server):
-    response = post(server, b"{" + b" " * 2_000_000 + b"}")
-    assert response.status_code == 413
+@pytest.mark.parametrize("megabytes", [2, 4])
+@pytest.mark.parametrize("client", ["requests", "urllib"])
+def test_an_oversized_body_gets_a_413_the_client_can_read(server, make_record, megabytes, client):
+    """20,000 applications (~4 MB) from clients that write the whole body before they read:
+    the 413 and its reason, never "Connection reset by peer"."""
+    count = megabytes * 5_000
+    body = json.dumps({"applications": [make_record()] * count}).encode()
+    assert len(body) > megabytes * 1_000_000
+    if client == "requests":
+        response = post(server, body)
+        status, answer = response.status_code, response.json()
+    else:
+        request = urllib.request.Request(f"{server.url}/score", data=body, headers=JSON)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=30)
+        status, answer = refused.value.code, json.loads(refused.value.read())
+    assert status == 413
+    assert answer["detail"][0]["type"] == "body_too_large"
+    assert "larger than 1048576 bytes" in answer["error"]
 
 
 @settings(
@@ -144,7 +162,22 @@ def test_model_contract_health_and_metrics_endpoints(server, champion):
 
 def test_zero_errors_under_concurrency_past_the_session_renewal_point(server, make_record):
     """16 concurrent connections, 1,200 requests: far past BentoML's 100-request client-session
-    renewal that used to drop in-flight runner calls (see runner/service.py)."""
+    renewal that used to drop in-flight runner calls (see runners/service.py)."""
     body = json.dumps({"applications": [make_record()]}).encode()
     result = burst(f"{server.url}/score", body, connections=16, per_connection=75)
     assert result.outcomes == {"200": 1200}
+
+
+def test_api_workers_never_load_torch_when_a_runner_scores(server):
+    """The card's split: the model (and torch, ~1 GB of address space and its thread pools)
+    lives in the runner's workers; the API's workers resolve the model refs and read the
+    bundle, but never import torch."""
+
+    def loads_torch(process) -> bool:
+        return any("libtorch" in region.path for region in process.memory_maps())
+
+    api, runner = server.workers("credit_risk_api"), server.workers("credit_risk_runner")
+    assert api
+    assert runner
+    assert all(loads_torch(worker) for worker in runner)
+    assert not any(loads_torch(worker) for worker in api)

@@ -15,15 +15,13 @@ import bentoml
 import numpy as np
 import pytest
 import requests
-from tests_support import serving_env
+from tests_support import served_answers, serving_env
 
-from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST
 from credit_risk.decision import DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
-from loadtests.burst import burst
-from loadtests.server import Server
-from model_artifact.bundle import read_bundle
-from model_artifact.loaded_model import mlflow_folder
+from loadtests.load.burst import burst
+from loadtests.load.server import Server
+from model_artifact.bundle import mlflow_folder, read_bundle
 
 THRESHOLDS = DecisionThresholds()  # the served defaults
 
@@ -53,17 +51,6 @@ def in_process(bento_tag, tmp_path_factory) -> Iterator[Server]:
         yield served
 
 
-def served_answers(url: str, records: list[dict]) -> list[dict]:
-    """Every record scored over HTTP, in requests of the most applications one may hold."""
-    results = []
-    for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
-        body = {"applications": records[start : start + MAX_APPLICATIONS_PER_REQUEST]}
-        response = requests.post(f"{url}/score", json=body, timeout=30)
-        assert response.status_code == 200, response.text
-        results += response.json()["results"]
-    return results
-
-
 def test_both_topologies_answer_the_test_split_as_training_scored_it(server, in_process):
     served_model = requests.get(f"{server.url}/model", timeout=10).json()["model_tag"]
     bundle = read_bundle(mlflow_folder(bentoml.models.get(served_model)))
@@ -89,10 +76,10 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
     body = {"applications": [make_record(), make_record(income=None, home=None)]}
     expected = requests.post(f"{server.url}/score", json=body, timeout=10).json()["results"]
 
-    runner = Server("runner.service:ModelRunner", tmp_path / "runner.log", env, cwd=bento_src)
+    runner = Server("runners.service:ModelRunner", tmp_path / "runner.log", env, cwd=bento_src)
     runner.wait_ready()
     api = Server(
-        "api.service:CreditRiskAPI",
+        "service:CreditRiskAPI",
         tmp_path / "api.log",
         env | {"CREDIT_RISK_RUNNER_URL": runner.url, "CREDIT_RISK_API_MAX_CONCURRENCY": "2"},
         cwd=bento_src,

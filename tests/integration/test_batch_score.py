@@ -16,7 +16,7 @@ from training.data import TARGET, load_credit_data, split
 
 @pytest.mark.parametrize("suffix", [".csv", ".parquet"])
 def test_batch_scoring_matches_online_path_and_rejects_bad_rows(champion, tmp_path, suffix, capsys):
-    from api.service import CreditRiskAPI
+    from service import CreditRiskAPI
 
     _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test.drop(columns=[TARGET])

@@ -19,7 +19,7 @@ from training.data import TARGET, load_credit_data, split
 
 
 def test_joined_outcomes_reproduce_the_logged_test_auc(champion, tmp_path, capsys):
-    from api.service import CreditRiskAPI
+    from service import CreditRiskAPI
 
     _, result, _ = champion
     test_rows = split(load_credit_data(), seed=42).test

@@ -13,8 +13,7 @@ from api.scorer import LocalScorer
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, ScoreRequest
 from credit_risk.pipeline import records_to_matrix
 from credit_risk.records import contract_records
-from model_artifact.bundle import read_bundle
-from model_artifact.loaded_model import mlflow_folder
+from model_artifact.bundle import mlflow_folder, read_bundle
 from model_artifact.torch_scorer import TorchScorer, load_exported_module
 from training.data import load_credit_data, split
 
@@ -35,7 +34,7 @@ class SpyModels:
 
 
 def test_service_path_reproduces_training_matrix_and_probabilities(champion):
-    from api.service import CreditRiskAPI
+    from service import CreditRiskAPI
 
     _, _, report = champion
     test_rows = split(load_credit_data(), seed=42).test  # the split training used (seed 42)
@@ -51,7 +50,7 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
 
     api = CreditRiskAPI()  # no runner served beside it: BentoML builds one in this process
     spy = SpyModels(api.scorer.models)  # what the scorer hands the model (over HTTP: tests/e2e)
-    api.scorer = LocalScorer(spy, api.scorer.champion.max_rows)
+    api.pipeline.scorer = LocalScorer(spy, api.scorer.champion.max_rows)
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]

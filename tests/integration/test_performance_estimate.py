@@ -183,7 +183,7 @@ def test_drift_endpoint_reports_the_estimate_beside_the_served_models_training_m
     fixture model is under-trained, test ECE ~0.10, so its estimate sits well below its
     realized AUC: the calibration failure mode, which is why accuracy is checked above, and
     why the alert compares the estimate with training's own estimate.)"""
-    from api.service import CreditRiskAPI
+    from service import CreditRiskAPI
 
     _, result, _ = champion
     api = CreditRiskAPI()

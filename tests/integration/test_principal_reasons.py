@@ -16,7 +16,7 @@ from batch.score import score_frame
 from credit_risk.contract import CATEGORICAL_FIELDS, NUMERIC_FIELDS, Application
 from credit_risk.decision import DecisionThresholds
 from credit_risk.pipeline import records_to_matrix
-from credit_risk.reasons import ReasonCoder, ReasonSettings, reason_string
+from credit_risk.reasons import ReasonCoder, ReasonPolicy, reason_string
 from credit_risk.records import contract_records
 from model_artifact.loaded_model import LoadedModel
 from training.data import TARGET, load_credit_data, split
@@ -38,7 +38,7 @@ def test_records() -> list[dict[str, object]]:
 
 @pytest.fixture(scope="module")
 def coder(model) -> ReasonCoder:
-    return ReasonCoder(model.bundle.feature_params.feature_names, ReasonSettings())
+    return ReasonCoder(model.bundle.feature_params.feature_names, ReasonPolicy())
 
 
 def test_contributions_add_up_to_the_probability_gap(model, test_records):
@@ -85,7 +85,7 @@ def test_an_applicant_whose_only_bad_trait_is_prior_records_hears_records_first(
 
 
 def test_the_same_rows_get_the_same_reasons_online_and_in_batch(champion, model, test_records):
-    from api.service import CreditRiskAPI
+    from service import CreditRiskAPI
 
     api = CreditRiskAPI()
     rows = test_records[:200]

@@ -20,15 +20,15 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 
 from api.runner_client import MatrixClient, RunnerCallError
 from api.scorer import RemoteScorer, RunnerUnreachable
-from runner import matrix_wire
-from runner.coalesce import coalesced
-from runner.matrix_endpoint import MatrixEndpoint, ModelCall
+from runners.matrix_endpoint import MatrixEndpoint, ModelRoute
+from serving import matrix_wire
+from serving.coalesce import coalesced
 
 WIDTH = 5
 
 
 class Models:
-    """Stands in for ``RunnerModels``: counts calls and rows, scores the first column."""
+    """Stands in for ``ServedModels``: counts calls and rows, scores the first column."""
 
     def __init__(self) -> None:
         self.calls = 0
@@ -49,10 +49,10 @@ class Models:
 
 class Service:
     def __init__(self, models: Models) -> None:
-        self.matrix_calls = {
-            "/predict": ModelCall(coalesced(models.predict, 256), WIDTH),
-            "/explain": ModelCall(coalesced(models.explain, 256), WIDTH),
-            "/predict_challenger": ModelCall(coalesced(models.predict_challenger, 256), None),
+        self.model_routes = {
+            "/predict": ModelRoute(coalesced(models.predict, 256), WIDTH),
+            "/explain": ModelRoute(coalesced(models.explain, 256), WIDTH),
+            "/predict_challenger": ModelRoute(coalesced(models.predict_challenger, 256), None),
         }
 
 

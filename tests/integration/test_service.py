@@ -11,7 +11,7 @@ from credit_risk.contract import Application
 
 @pytest.fixture(scope="module")
 def api(champion):
-    from api.service import CreditRiskAPI
+    from service import CreditRiskAPI
 
     return CreditRiskAPI()
 

@@ -69,7 +69,7 @@ BENTOML_METRICS = {
     "request_in_progress": "gauge",
     "last_request_timestamp_seconds": "gauge",
 }
-BENTOML_SERVICES = {"credit_risk_api": "api/service.py", "credit_risk_runner": "runner/service.py"}
+BENTOML_SERVICES = {"credit_risk_api": "service.py", "credit_risk_runner": "runners/service.py"}
 SUFFIXES = {"counter": ("_total",), "gauge": ("",), "histogram": ("_bucket", "_sum", "_count")}
 
 

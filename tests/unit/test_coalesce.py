@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from runner.coalesce import Coalescer
+from serving.coalesce import Coalescer
 
 
 class Recorder:

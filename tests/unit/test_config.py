@@ -7,8 +7,8 @@ import pytest
 
 from model_artifact.champion import ChampionRecord, Promotion, resolve_served_tags, write_champion
 from model_artifact.settings import RegistrySettings
-from runner.settings import WorkerSettings
-from runner.worker import service_logging
+from serving.settings import WorkerSettings
+from serving.worker import service_logging
 
 PROMOTION = Promotion(
     bento_model_tag="credit-risk:mlflow-v3",

@@ -9,6 +9,7 @@ from pydantic import ValidationError
 from credit_risk.contract import Application
 from credit_risk.decision import VERDICTS, DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
+from model_artifact.settings import DecisionSettings
 
 THRESHOLDS = DecisionThresholds(approve_below=0.2, decline_at_or_above=0.6)
 
@@ -55,8 +56,9 @@ def test_policy_flags_do_not_soften_a_decline(make_record):
 def test_thresholds_are_configurable_from_environment(monkeypatch, make_record):
     monkeypatch.setenv("CREDIT_RISK_DECISION__APPROVE_BELOW", "0.5")
     monkeypatch.setenv("CREDIT_RISK_DECISION__DECLINE_AT_OR_ABOVE", "0.9")
-    thresholds = DecisionThresholds()
+    thresholds = DecisionSettings()  # what the entry points read
     assert decide_one(0.4, make_record(), thresholds).decision == "approve"
+    assert DecisionThresholds().approve_below == 0.25  # the domain itself reads no environment
 
 
 def test_inverted_thresholds_are_refused():

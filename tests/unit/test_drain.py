@@ -11,7 +11,7 @@ import socket
 
 import pytest
 
-from runner.drain import Drain, DrainGate, close_listener, listener_fd, stop_after_drain
+from serving.drain import Drain, DrainGate, close_listener, listener_fd, stop_after_drain
 
 
 class Clock:

@@ -168,9 +168,9 @@ def test_serving_deployments_run_their_service_with_probes_and_resources(profile
         spec = container(found[name])
         assert spec["readinessProbe"]["httpGet"]["path"] == "/readyz"
         assert spec["livenessProbe"]["httpGet"]["path"] == "/livez"
-    assert "api.service:CreditRiskAPI" in container(found[API])["args"]
+    assert "service:CreditRiskAPI" in container(found[API])["args"]
     if RUNNER in found:
-        assert "runner.service:ModelRunner" in container(found[RUNNER])["args"]
+        assert "runners.service:ModelRunner" in container(found[RUNNER])["args"]
 
 
 def test_gpu_profiles_api_reaches_the_runner_through_its_service():

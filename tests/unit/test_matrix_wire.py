@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from runner.matrix_wire import MatrixFormatError, body_size, decode, encode, parse_shape
+from serving.matrix_wire import MatrixFormatError, body_size, decode, encode, parse_shape
 
 MATRICES = hnp.arrays(
     np.float32,

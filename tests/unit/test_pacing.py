@@ -1,16 +1,23 @@
 """Open-loop pacing of Locust users: schedules inside the window at the asked rate, split over
 workers so they add up to it, latency from the scheduled arrival, unanswered arrivals counted as
-errors, the generator's own late sends and CPU, and the workers' results merged on the master."""
+errors, the generator's own late sends and CPU, and the workers' results merged on the master;
+and the paced source posting one fixed body (what measures the runner alone and the benchmark's
+other servers) against a real HTTP server."""
 
 from __future__ import annotations
 
+import asyncio
 import random
+import threading
 import time
+from collections.abc import Iterator
 
 import pytest
+from aiohttp import web
 
-from loadtests.load_result import LoadResult, ProcessCpu
-from loadtests.pacing import (
+from loadtests.load.load_result import LoadResult, ProcessCpu
+from loadtests.load.locust_run import FixedRequest, paced_run
+from loadtests.load.pacing import (
     LATE_S,
     OK,
     UNFINISHED,
@@ -26,6 +33,7 @@ from loadtests.pacing import (
     user_rate,
     write_result,
 )
+from loadtests.load.server import free_port
 
 
 def test_schedules_of_many_users_add_up_to_the_rate_inside_the_window():
@@ -161,3 +169,48 @@ def test_the_master_merges_its_workers_results_once_all_have_reported(tmp_path):
     assert [p.name for p in merged.generator] == ["worker a", "worker b"]
     assert merged.generator_cpu_percent == pytest.approx(40)
     assert merged.generator_peak_cpu_percent == pytest.approx(20)
+
+
+@pytest.fixture
+def host() -> Iterator[str]:
+    """A local HTTP server answering 200 to every POST to /echo (and GET /up), on a loop of its
+    own."""
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/echo", answer)
+    app.router.add_get("/up", answer)
+    runner = web.AppRunner(app)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(runner.setup())
+    port = free_port()
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{port}"
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join()
+    loop.run_until_complete(runner.cleanup())
+    loop.close()
+
+
+@pytest.mark.slow
+def test_a_fixed_request_is_paced_at_the_rate_and_answered(host):
+    """100 req/s over a 2 s window from one Locust process: 200 arrivals expected (sd 14)."""
+    run = paced_run(host, 100, 2, 0, processes=0, request=FixedRequest("/echo", b"{}", "/up"))
+    assert 140 <= run.arrivals.requests <= 260
+    assert set(run.arrivals.outcomes) == {OK}
+    assert run.stats["connect (before the window)"]["Failure Count"] == "0"
+    assert not any(name.startswith("/score") for name in run.stats)  # the body alone went out
+
+
+@pytest.mark.slow
+def test_a_fixed_request_without_an_answer_counts_by_its_exception():
+    gone = f"http://127.0.0.1:{free_port()}"
+    run = paced_run(gone, 50, 1, 0, processes=0, request=FixedRequest("/echo", b"{}", "/up"))
+    assert run.arrivals.requests > 0
+    assert run.arrivals.errors == run.arrivals.requests
+    assert OK not in run.arrivals.outcomes

@@ -27,7 +27,7 @@ from monitoring.metrics import (
     LOG_SHIP_RETRIES,
     LOG_UNWRITABLE,
     REJECTIONS,
-    count_rejections,
+    observe_rejection,
 )
 from monitoring.prediction_log import (
     DAY_S,
@@ -130,8 +130,7 @@ def test_write_does_not_wait_for_the_disk_or_the_database(tmp_path):
 
 def test_rejections_are_counted_by_field_and_type():
     before = REJECTIONS.labels("age", "int_type")._value.get()
-    count_rejections(b'{"detail": [{"loc": ["applications", 0, "age"], "type": "int_type"}]}')
-    count_rejections(b"not json")
+    observe_rejection([{"loc": ["applications", 0, "age"], "type": "int_type"}])
     assert REJECTIONS.labels("age", "int_type")._value.get() == before + 1
 
 

@@ -1,8 +1,9 @@
-"""From a sizing run to the deployment profiles (loadtests/profile_values.py): the committed
-values are exactly what the committed results give; values from a run land in the objects that
-kustomize renders (replicas, CPU/memory/GPU requests and limits, autoscaler bounds and target,
-settings, the model-version annotation); the arithmetic behind them; and a recommendation whose
-topology the overlay does not deploy is refused."""
+"""From a sizing run to the deployment profiles (loadtests/sizing/profiles.py): the committed
+values are exactly what the committed results give; the profile deploys the very values of the
+run's deployment.yaml (one computation, ``recommend.deployment``); values from a run land in the
+objects that kustomize renders (replicas, CPU/memory/GPU requests and limits, autoscaler bounds
+and target, settings, the model-version annotation); the arithmetic behind them; and the CPU
+profile deploys whichever topology the run recommends, the runner component with it or not."""
 
 from __future__ import annotations
 
@@ -13,9 +14,12 @@ import pytest
 import test_manifests as manifests
 import yaml
 
-from loadtests import device_sizing, profile_values, runs
-from loadtests.knee import Measured, Step
-from loadtests.profile_values import API, RUNNER, Profile, Stage
+from loadtests import runs
+from loadtests.sizing import device_sizing, recommend, report
+from loadtests.sizing import profiles as profile_values
+from loadtests.sizing.knee import Measured, Step
+from loadtests.sizing.profiles import Profile
+from loadtests.sizing.recommend import API, RUNNER, Stage
 
 RUN = runs.RESULTS / "sizing-20261123-1452"
 GRID = yaml.safe_load((runs.LOADTESTS / "sizing.yaml").read_text())
@@ -41,12 +45,64 @@ def test_committed_values_are_what_the_committed_results_give(run, k8s: Path):
     written = profile_values.write_profiles(
         RUN, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
     )
-    assert [p.parent.name for p in written] == ["cpu", "gpu"]
-    for path in written:
-        committed = manifests.K8S / "overlays" / path.parent.name / profile_values.VALUES_FILE
-        assert path.read_text() == committed.read_text(), (
-            f"{committed} is stale: python -m loadtests.profile_values --run {RUN}"
-        )
+    assert [p.parent.name for p in written.paths] == ["cpu", "gpu"]
+    assert written.skipped == []
+    for path in written.paths:
+        for name in (profile_values.VALUES_FILE, profile_values.KUSTOMIZATION):
+            committed = manifests.K8S / "overlays" / path.parent.name / name
+            assert (path.parent / name).read_text() == committed.read_text(), (
+                f"{committed} is stale: make size-profiles RUN={RUN}"
+            )
+
+
+def test_the_committed_runs_deployment_yaml_is_what_its_steps_give(run, tmp_path: Path):
+    configurations, runner, model_tag = run
+    report.write_deployment(
+        tmp_path, recommend.deployments(configurations, runner, GRID, PRICES, model_tag)
+    )
+    assert (tmp_path / "deployment.yaml").read_text() == (RUN / "deployment.yaml").read_text()
+
+
+def sizing_patches(overlay: Path) -> dict[tuple[str, str], dict]:
+    return {
+        (patch["kind"], patch["metadata"]["name"]): patch
+        for patch in yaml.safe_load_all((overlay / profile_values.VALUES_FILE).read_text())
+    }
+
+
+@pytest.mark.parametrize("topology", ["in-process", "remote runner"])
+def test_the_profile_deploys_the_values_of_the_runs_deployment_yaml(run, k8s, tmp_path, topology):
+    """One run, two writers: the run's deployment.yaml (`make size`'s report) and the CPU
+    profile carry the same replicas, requests, limits and autoscaler target per stage (a run
+    once wrote a 70% target into one and 54% into the other)."""
+    configurations, runner, model_tag = run
+    if topology == "remote runner":  # only the remote-runner configurations were measured
+        configurations = [m for m in configurations if not recommend.in_process(m.env)]
+    options = recommend.recommend_per_slo(configurations, GRID, PRICES)
+    report.write_sizing_report(tmp_path, configurations, runner, options, GRID, PRICES, model_tag)
+    profile_values.write_profiles(
+        tmp_path, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
+    )
+    first = next(yaml.safe_load_all((tmp_path / "deployment.yaml").read_text()))
+    patches = sizing_patches(k8s / "overlays" / "cpu")
+    stages = {key: first[key] for key in ("api", "runner") if key in first}
+    assert ("runner" in stages) == (topology == "remote runner")
+    for values in stages.values():
+        name = values["deployment"]
+        deployment = patches["Deployment", name]["spec"]
+        assert deployment["replicas"] == values["replicas"]
+        (container,) = deployment["template"]["spec"]["containers"]
+        assert container["resources"] == {
+            "requests": values["requests"],
+            "limits": values["limits"],
+        }
+        autoscaler = patches["HorizontalPodAutoscaler", name]["spec"]
+        (metric,) = autoscaler["metrics"]
+        target = metric["resource"]["target"]["averageUtilization"]
+        assert target == values["autoscaling"]["targetCPUUtilizationPercentage"]
+        assert autoscaler["minReplicas"] == values["autoscaling"]["minReplicas"]
+        assert autoscaler["maxReplicas"] == values["autoscaling"]["maxReplicas"]
+    assert patches["ConfigMap", "credit-risk-config"]["data"] == first["env"]
 
 
 def test_committed_run_gives_the_figures_the_docs_quote(run):
@@ -141,41 +197,65 @@ def ramp(name: str, env: dict[str, str], cpu_ms: float, rss_mib: float) -> Measu
 
 
 def test_memory_and_the_autoscaler_target_follow_the_measurements():
-    assert profile_values.memory_mib(1331) == 2048  # 1,996.5 MiB rounded up to 256 MiB steps
-    assert profile_values.memory_mib(1366) == 2304
+    assert recommend.memory_mib(1331) == 2048  # 1,996.5 MiB rounded up to 256 MiB steps
+    assert recommend.memory_mib(1366) == 2304
     busy = ramp("busy", {}, cpu_ms=3.0, rss_mib=1000.0)
     light = ramp("light", {}, cpu_ms=1.0, rss_mib=1000.0)
     # 432.2 req/s x 3 ms is 64.8% of 2 vCPU at capacity: 45% at 70% of it; a third of that
-    assert profile_values.target_cpu_percent(busy, 100.0, 2, 0.7) == 45
-    assert profile_values.target_cpu_percent(light, 100.0, 2, 0.7) == 15
-    assert profile_values.target_cpu_percent(busy, 100.0, 1, 0.7) == 91  # one vCPU
-    assert profile_values.target_cpu_percent(ramp("hot", {}, 9.0, 1.0), 100.0, 1, 0.7) == 100
+    assert recommend.target_cpu_percent(busy, 100.0, 2, 0.7) == 45
+    assert recommend.target_cpu_percent(light, 100.0, 2, 0.7) == 15
+    assert recommend.target_cpu_percent(busy, 100.0, 1, 0.7) == 91  # one vCPU
+    assert recommend.target_cpu_percent(ramp("hot", {}, 9.0, 1.0), 100.0, 1, 0.7) == 100
 
 
-def test_a_remote_runner_on_cpu_needs_the_runner_in_the_cpu_profile(k8s: Path):
-    """A run where only a remote runner met the SLO: the CPU overlay without the runner is
-    refused, naming the fix; with it, the CPU runner renders on the CPU image, without a GPU."""
-    remote = {"CREDIT_RISK_RUNNER_MODE": "remote"}
-    configurations = [ramp("remote", remote, 3.0, 1200.0)]
+def components(overlay: Path) -> list[str]:
+    spec = yaml.safe_load((overlay / profile_values.KUSTOMIZATION).read_text())
+    return list(spec.get("components", []))
+
+
+def test_the_cpu_profile_deploys_the_topology_the_run_recommends(k8s: Path):
+    """A run where only a remote runner met the SLO: the CPU profile is written with the runner
+    component (the CPU runner renders on the CPU image, without a GPU); a later in-process run
+    takes it out again (no runner Deployment that nothing calls). Everything else of the
+    overlay stays as it was, and the GPU profile keeps its runner either way."""
+    overlay = k8s / "overlays" / "cpu"
+    images = yaml.safe_load((overlay / profile_values.KUSTOMIZATION).read_text())["images"]
+    assert components(overlay) == []  # committed: in-process
     runner = ramp("runner alone", {}, 2.0, 600.0)
     grid = {"target_rps": 2000, "headroom": 0.7, "slos_p99_ms": [100]}
-    with pytest.raises(ValueError, match=r"add `components: \[../../components/runner\]`"):
-        profile_values.write_profiles(
+    remote = ramp("remote", {"CREDIT_RISK_RUNNER_MODE": "remote"}, 3.0, 1200.0)
+    for configurations, wanted in (
+        ([remote], [API, RUNNER]),
+        ([remote, ramp("fast", {"CREDIT_RISK_RUNNER_MODE": "inprocess"}, 3.0, 1200.0)], [API]),
+    ):
+        if len(configurations) > 1:  # in-process carries the same load on half the instances
+            configurations[1].steps[:] = [
+                Step(**{**s.__dict__, "offered_rps": 2 * s.offered_rps})
+                for s in configurations[1].steps
+            ]
+        written = profile_values.write_profiles(
             RUN, configurations, runner, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
         )
-    kustomization = k8s / "overlays" / "cpu" / "kustomization.yaml"
-    spec = yaml.safe_load(kustomization.read_text())
-    kustomization.write_text(yaml.safe_dump(spec | {"components": ["../../components/runner"]}))
-    profile_values.write_profiles(
-        RUN, configurations, runner, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
-    )
-    profile = profile_values.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v2")
-    assert [s.deployment for s in profile.stages] == [API, RUNNER]
-    objects = manifests.kustomize(k8s / "overlays" / "cpu")
-    assert_landed(profile, objects)
-    runner_pod = manifests.by_kind("Deployment", objects)[RUNNER]
-    assert "cuda" not in manifests.container(runner_pod)["image"]
-    assert "nvidia.com/gpu" not in str(runner_pod)
+        assert [p.parent.name for p in written.paths] == ["cpu", "gpu"]
+        profile = profile_values.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v2")
+        assert [s.deployment for s in profile.stages] == wanted
+        has_runner = RUNNER in wanted
+        assert components(overlay) == ([profile_values.RUNNER_COMPONENT] if has_runner else [])
+        kustomization = (overlay / profile_values.KUSTOMIZATION).read_text()
+        assert ("scores in-process" in kustomization) != has_runner  # its header says so
+        assert yaml.safe_load(kustomization)["images"] == images
+        assert components(k8s / "overlays" / "gpu") == [profile_values.RUNNER_COMPONENT]
+        objects = manifests.kustomize(overlay)
+        for document in objects:
+            manifests.kubernetes_validate.validate(
+                document, manifests.KUBERNETES_VERSION, strict=True
+            )
+        assert_landed(profile, objects)
+        deployments = manifests.by_kind("Deployment", objects)
+        assert (RUNNER in deployments) == has_runner
+        if has_runner:
+            assert "cuda" not in manifests.container(deployments[RUNNER])["image"]
+            assert "nvidia.com/gpu" not in str(deployments[RUNNER])
 
 
 def test_the_gpu_profile_needs_a_model_the_sweep_puts_on_a_gpu():
@@ -185,3 +265,16 @@ def test_the_gpu_profile_needs_a_model_the_sweep_puts_on_a_gpu():
     cpu_only = [r for r in rows if r["model"] != "mlp 3x4096"]
     with pytest.raises(ValueError, match="no model's runner on a GPU"):
         profile_values.gpu_model(cpu_only)
+
+
+def test_a_run_without_a_remote_runner_still_writes_the_cpu_profile(k8s: Path):
+    """Nothing sizes the GPU profile's API tier then: it keeps its values, and says why."""
+    gpu_values = (k8s / "overlays" / "gpu" / profile_values.VALUES_FILE).read_text()
+    inprocess = ramp("fast", {"CREDIT_RISK_RUNNER_MODE": "inprocess"}, 3.0, 1200.0)
+    grid = {"target_rps": 2000, "headroom": 0.7, "slos_p99_ms": [100]}
+    written = profile_values.write_profiles(
+        RUN, [inprocess], inprocess, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
+    )
+    assert [p.parent.name for p in written.paths] == ["cpu"]
+    assert written.skipped == ["gpu: no remote-runner configuration met p99 <= 100 ms"]
+    assert (k8s / "overlays" / "gpu" / profile_values.VALUES_FILE).read_text() == gpu_values

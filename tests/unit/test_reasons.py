@@ -10,11 +10,12 @@ from credit_risk.contract import CONTRACT_FIELDS
 from credit_risk.reasons import (
     DEFAULT_TEXTS_FILE,
     ReasonCoder,
-    ReasonSettings,
+    ReasonPolicy,
     column_weights,
     load_texts,
     reason_string,
 )
+from model_artifact.settings import ReasonSettings
 
 FIELD = {name: index for index, name in enumerate(CONTRACT_FIELDS)}
 
@@ -34,7 +35,7 @@ def test_every_column_of_a_field_maps_to_it_and_a_ratio_is_split(fitted_params):
 
 def test_principal_reasons_are_the_largest_positive_fields_first(fitted_params):
     names = fitted_params.feature_names
-    coder = ReasonCoder(names, ReasonSettings())
+    coder = ReasonCoder(names, ReasonPolicy())
     attributions = np.zeros((1, len(names)))
     attributions[0, names.index("num__debt")] = 0.02
     attributions[0, names.index("cat__records=yes")] = 0.15
@@ -52,7 +53,7 @@ def test_principal_reasons_are_the_largest_positive_fields_first(fitted_params):
 
 def test_at_most_max_reasons(fitted_params):
     names = fitted_params.feature_names
-    coder = ReasonCoder(names, ReasonSettings(max_reasons=2))
+    coder = ReasonCoder(names, ReasonPolicy(max_reasons=2))
     (reasons,) = coder.principal(np.ones((1, len(names))))
     assert len(reasons) == 2
 
@@ -67,14 +68,14 @@ def test_at_most_max_reasons(fitted_params):
     ],
 )
 def test_which_rows_get_reasons(fitted_params, policy, requested, expected):
-    coder = ReasonCoder(fitted_params.feature_names, ReasonSettings(for_decisions=policy))
+    coder = ReasonCoder(fitted_params.feature_names, ReasonPolicy(for_decisions=policy))
     rows = coder.rows_to_explain(["approve", "review", "decline"], requested)
     assert rows.tolist() == expected
 
 
 def test_reasons_land_on_their_rows(fitted_params):
     names = fitted_params.feature_names
-    coder = ReasonCoder(names, ReasonSettings())
+    coder = ReasonCoder(names, ReasonPolicy())
     attributions = np.zeros((1, len(names)))
     attributions[0, names.index("num__age")] = 0.1
     reasons = coder.for_rows(3, np.array([2]), attributions)
@@ -92,5 +93,6 @@ def test_policy_texts_can_be_replaced_from_the_environment(monkeypatch, tmp_path
     texts = tmp_path / "texts.yaml"
     texts.write_text("".join(f"{field}: Policy says {field}\n" for field in CONTRACT_FIELDS))
     monkeypatch.setenv("CREDIT_RISK_REASONS_TEXTS_FILE", str(texts))
-    coder = ReasonCoder(fitted_params.feature_names, ReasonSettings())
+    coder = ReasonCoder(fitted_params.feature_names, ReasonSettings())  # the entry points'
     assert coder.texts["debt"] == "Policy says debt"
+    assert ReasonPolicy().texts_file != texts  # the domain itself reads no environment

@@ -1,13 +1,16 @@
-"""The runner sweep's queue simulation and the per-device pricing built on it."""
+"""The runner sweep's queue simulation, its command (`make runner-sweep`), and the per-device
+pricing built on it."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
-from loadtests import device_sizing
-from loadtests.runner_sweep import ServiceTimes, capacity_rows_per_s, simulate_p99_ms
 from loadtests.runs import RESULTS
+from loadtests.sizing import device_sizing, runner_sweep
+from loadtests.sizing.runner_sweep import ServiceTimes, capacity_rows_per_s, simulate_p99_ms
+from model_artifact.network import TabularMLP
 
 PRICES = {
     "instances": {
@@ -82,3 +85,14 @@ def test_stored_sweeps_render(tmp_path):
     assert "served" in text
     device_sizing.plot(sweeps, PRICES, tmp_path / "runner.png")
     assert (tmp_path / "runner.png").stat().st_size > 0
+
+
+def test_the_sweep_reads_the_served_networks_width_and_needs_one():
+    network = TabularMLP(37, (64,)).eval()
+    assert runner_sweep.input_width(network) == 37
+    exported = torch.export.export(network, (torch.zeros(2, 37),)).module()  # as served
+    assert runner_sweep.input_width(exported) == 37
+    with pytest.raises(SystemExit):
+        runner_sweep.main([])  # neither --model-dir nor --width
+    assert runner_sweep.default_out().parent == runner_sweep.runs.REPORTS
+    assert runner_sweep.default_out().name.startswith("runner-sweep-")  # device_sizing's glob

@@ -1,6 +1,7 @@
 """Sizing arithmetic: capacity at an SLO from ramp steps (never from steps whose load generator
-was saturated), the cheapest replica plan, the deployment values per stage, and the run's report
-and verification files."""
+was saturated), the cheapest replica plan, the deployment values per stage, the run's report
+and verification files, and the benchmark's capacity search on its own grid (the same knee
+search)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,22 @@ from collections.abc import Callable
 
 import pytest
 
-from loadtests import knee, runs
-from loadtests.knee import Measured, Step
-from loadtests.load_result import LoadResult, ProcessCpu
-from loadtests.locust_run import LocustRun
-from loadtests.recommend import deployment_values, recommend, recommend_per_slo
-from loadtests.report import STEP_COLUMNS, sizing_markdown, write_sizing_report, write_steps
-from loadtests.verify import verification_markdown
+from loadtests import runs
+from loadtests.bench import side_by_side as bench
+from loadtests.load.load_result import LoadResult, ProcessCpu
+from loadtests.load.locust_run import LocustRun
+from loadtests.sizing import knee
+from loadtests.sizing.knee import Measured, Step
+from loadtests.sizing.recommend import (
+    API,
+    RUNNER,
+    Stage,
+    deployment,
+    recommend,
+    recommend_per_slo,
+)
+from loadtests.sizing.report import STEP_COLUMNS, sizing_markdown, write_sizing_report, write_steps
+from loadtests.sizing.verify import verification_markdown
 
 GRID = {"target_rps": 1000, "headroom": 0.5}
 PRICES = {"instances": {"cpu-2": {"usd_per_hour": 0.1, "vcpu": 2, "gpu": 0}}}
@@ -79,24 +89,52 @@ def test_recommendation_takes_the_cheapest_plan_that_carries_the_load():
     assert recommend([ramp("never", {}, [(50, 999, 0)])], 100, GRID, PRICES) is None
 
 
-def test_deployment_values_size_each_stage():
-    remote = {
-        "slo_p99_ms": 100,
-        "configuration": "r",
-        "env": {"CREDIT_RISK_RUNNER_MODE": "remote"},
-        "instance": "cpu-2",
-        "replicas": 3,
-    }
-    values = deployment_values(remote, PRICES, "credit-risk:mlflow-v1")
+def knee_at_400(name: str, env: dict) -> Measured:
+    """Capacity 400 req/s at p99 <= 100 ms, 2 ms of CPU per request there, 300 MB resident."""
+    steps = [
+        Step(100, 100, 10, 15, 20, 0, 1000, 20.0, 300.0),
+        Step(400, 400, 40, 60, 80, 0, 1000, 80.0, 300.0),
+    ]
+    return Measured(name, "cpu-2", env, steps, (100,))
+
+
+def test_the_deployment_sizes_each_stage_from_the_measurements():
+    """5 replicas (1,000 req/s over 50% of 400); 300 MB x 1.5 rounds up to 512 MiB; at capacity
+    400 req/s x 2 ms use 40% of the 2 vCPU, at the 50% headroom 20%: the autoscaler's target.
+    A remote runner halves the instance's vCPU between the stages."""
+    remote = knee_at_400("r", {"CREDIT_RISK_RUNNER_MODE": "remote"})
+    runner = knee_at_400("runner alone", {})
+    option = recommend([remote], 100, GRID, PRICES)
+    deployed = deployment(option, [remote], runner, GRID, PRICES, "credit-risk:mlflow-v1")
+    assert deployed.stages == (Stage(API, 5, 1, 512, 20), Stage(RUNNER, 5, 1, 512, 20))
+    assert deployed.has_runner
+    values = deployed.values()
     assert values["model_tag"] == "credit-risk:mlflow-v1"
-    assert values["api"]["replicas"] == values["runner"]["replicas"] == 3
-    assert values["api"]["requests"]["cpu"] == values["runner"]["requests"]["cpu"] == "1"
-    inprocess = remote | {"env": {"CREDIT_RISK_RUNNER_MODE": "inprocess"}}
-    assert "runner" not in deployment_values(inprocess, PRICES, "t")
+    assert values["api"]["requests"] == values["api"]["limits"] == {"cpu": "1", "memory": "512Mi"}
+    assert values["runner"]["autoscaling"] == {
+        "minReplicas": 5,
+        "maxReplicas": 10,
+        "targetCPUUtilizationPercentage": 20,
+    }
+    inprocess = knee_at_400("i", {"CREDIT_RISK_RUNNER_MODE": "inprocess"})
+    alone = deployment(
+        recommend([inprocess], 100, GRID, PRICES), [inprocess], runner, GRID, PRICES, "t"
+    )
+    assert alone.stages == (Stage(API, 5, 2, 512, 20),)
+    assert "runner" not in alone.values()
+    light = deployment(
+        recommend([inprocess], 100, GRID | {"target_rps": 100}, PRICES),
+        [inprocess],
+        runner,
+        GRID,
+        PRICES,
+        "t",
+    )
+    assert light.stages[0].replicas == 2  # one replica carries the load; two for availability
 
 
 def test_paced_users_keep_each_user_rarely_busy():
-    from loadtests.locust_run import RATE_PER_USER, paced_users
+    from loadtests.load.locust_run import RATE_PER_USER, paced_users
 
     assert paced_users(10) == 16
     assert paced_users(600) == 600 / RATE_PER_USER
@@ -362,3 +400,58 @@ def test_verify_takes_the_newest_finished_sizing_run(tmp_path):
     assert newest.name == "sizing-20261124-0900"  # the 2026-11-25 run stopped half-way
     with pytest.raises(FileNotFoundError):
         runs.newest_run("sizing", "recommendation.json", tmp_path / "none")
+
+
+def bench_capacity(step: Callable[[float], Step]) -> tuple[float, list[Step]]:
+    steps = knee.search(step, bench.GRID)
+    return knee.capacity(steps, bench.SLO_P99_MS), steps
+
+
+def fake_server(
+    latency_s: Callable[[float], float], outcomes: Counter[str] | None = None
+) -> tuple[list[float], Callable[[float], Step]]:
+    """A step function with 100 requests per step at ``latency_s(rate)``; records the rates."""
+    visits: list[float] = []
+
+    def step(rate: float) -> Step:
+        visits.append(round(rate, 1))
+        seen = LoadResult(outcomes or Counter({"200": 100}), [latency_s(rate)] * 100, 1.0)
+        return Step.of(rate, 1.0, seen, 50.0, 300.0)
+
+    return visits, step
+
+
+def test_bench_capacity_is_the_last_rate_that_held():
+    visits, step = fake_server(lambda rate: 0.010 if rate <= 300 else 0.5)
+    capacity, _ = bench_capacity(step)
+    assert capacity == 298.0  # 50 x 1.25^8
+    assert visits[-4:] == [372.5, 372.5, 333.2, 315.1]  # the break rerun, then two bisections
+
+
+def test_bench_errors_beyond_budget_break_the_search():
+    failing = Counter({"200": 90, "503": 10})
+    visits, step = fake_server(lambda rate: 0.01, failing)
+    capacity, steps = bench_capacity(step)
+    assert capacity == 0
+    assert visits == [50, 50]  # broke, and broke again on the rerun
+    assert steps[0].error_kinds == {"503": 10}
+
+
+def test_bench_reruns_a_one_off_stall_and_goes_on_but_a_real_break_stops_it():
+    stalls = {97.7: [0.5]}  # the first visit of ~98 req/s stalls: p99 breaks alone
+
+    def latency(rate: float) -> float:  # else a curve crossing 100 ms at 300 req/s
+        script = stalls.get(round(rate, 1), [])
+        return script.pop(0) if script else 0.1 * math.exp((rate - 300) / 110)
+
+    visits, step = fake_server(latency)
+    capacity, _ = bench_capacity(step)
+    assert visits.count(97.7) == 2  # the stall, and its rerun that held
+    assert visits[10:12] == [372.5, 372.5]  # on past the stall; 372.5 broke twice
+    assert capacity == pytest.approx(300, abs=2)  # the fit through the steps near 100 ms
+
+
+def test_the_bench_search_stays_short():
+    visits, step = fake_server(lambda rate: 0.010 if rate <= 800 else 0.5)
+    bench_capacity(step)
+    assert len(visits) * bench.GRID["step_seconds"] <= 120  # seconds per system

@@ -1,0 +1,242 @@
+"""The BentoML entry point: ``bentoml serve service:CreditRiskAPI``.
+
+Two services, each scaled on its own: ``CreditRiskAPI`` (CPU: contract, features, decision,
+reasons, monitoring; here) in front of ``ModelRunner`` (the network, CPU or CUDA;
+``runners/service.py``), reached through ``bentoml.depends``: spawned beside the API locally,
+or the URL in ``CREDIT_RISK_RUNNER_URL`` when deployed apart. With
+``CREDIT_RISK_RUNNER_MODE=inprocess`` the API worker holds the models itself and no runner runs.
+
+This module composes; the work lives in ``api/`` (the API process) and ``runners/`` (the runner
+process), which never import each other, over ``serving/`` (what both run). The models both
+declare are resolved once per process (``serving/model_refs.py``). A request to the API meets,
+in this order (the list at the end of this file): the drain gate, then the ``/score`` handler,
+then BentoML's own routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from functools import partial
+from typing import Annotated, Any
+
+import bentoml
+from fastapi import FastAPI
+from pydantic import Field, StrictBool
+
+from api.runner_client import MatrixClient
+from api.score_handler import ScoreHandler
+from api.scorer import LocalScorer, RemoteScorer, Scorer
+from api.scoring import ScoringPipeline
+from api.settings import ApiSettings, RunnerClientSettings
+from api.shadow import ShadowBatcher
+from credit_risk.contract import (
+    MAX_APPLICATIONS_PER_REQUEST,
+    Application,
+    ScoreResponse,
+    contract_document,
+)
+from credit_risk.reasons import ReasonCoder
+from model_artifact.bundle import mlflow_folder, read_bundle
+from model_artifact.settings import DecisionSettings, ReasonSettings
+from monitoring.credentials import redact_credentials
+from monitoring.recorder import ServingMonitor
+from monitoring.settings import MonitoringSettings
+from runners.service import ModelRunner
+from serving.drain import Drain, DrainGate, stop_after_drain
+from serving.model_refs import served_refs
+from serving.settings import WorkerSettings
+from serving.worker import freeze_startup_heap, service_logging
+
+settings = ApiSettings()
+runner_client = RunnerClientSettings()
+worker = WorkerSettings()
+monitoring = MonitoringSettings()
+thresholds = DecisionSettings()
+log = logging.getLogger(__name__)
+info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
+# on SIGTERM: new scoring requests 503 for api_drain_s and until those in flight are answered
+drain = Drain(min_s=settings.api_drain_s, quiet_s=0.0, timeout_s=worker.drain_timeout_s)
+
+Applications = Annotated[
+    list[Application], Field(min_length=1, max_length=MAX_APPLICATIONS_PER_REQUEST)
+]
+
+
+@bentoml.asgi_app(info_app, path="/")
+@bentoml.service(
+    name="credit_risk_api",
+    workers=settings.api_workers,
+    resources={"cpu": "1"},
+    traffic={"timeout": settings.api_timeout_s},  # in-flight bound: ScoreHandler below
+    tracing=worker.tracing(("/score",)),
+    logging=service_logging(worker),
+)
+class CreditRiskAPI:
+    model_ref = served_refs().champion
+    challenger_ref = served_refs().challenger
+    runner = (
+        bentoml.depends(ModelRunner, url=runner_client.runner_url)
+        if runner_client.runner_mode == "remote"
+        else None
+    )
+
+    def __init__(self) -> None:
+        self.model_tag = str(self.model_ref.tag)
+        bundle = read_bundle(mlflow_folder(self.model_ref))
+        self.contract_version = bundle.contract["version"]
+        self.scorer = self.choose_scorer()
+        self.monitor = ServingMonitor(
+            bundle,
+            self.model_tag,
+            self.model_ref.info.labels,
+            monitoring,
+            self.model_ref.info.metadata.get("metrics"),
+        )
+        self.shadow = self.shadow_batcher()
+        self.pipeline = ScoringPipeline(
+            self.model_tag,
+            bundle.feature_params,
+            self.scorer,
+            thresholds,
+            self.reason_coder(bundle.feature_params.feature_names, bundle.baseline is not None),
+            self.monitor,
+            self.shadow,
+        )
+        self.background: list[asyncio.Task[None]] = []
+        freeze_startup_heap()
+
+    def choose_scorer(self) -> Scorer:
+        max_rows = worker.runner_max_batch_size
+        if self.runner is None:
+            # torch is imported only by an API worker that scores in process
+            from serving.served_models import ServedModels
+
+            models = ServedModels.load(
+                self.model_ref, self.challenger_ref, "cpu", worker.torch_threads
+            )
+            return LocalScorer(models, max_rows)
+        # where the proxy (resolved above) found the runner: the Dependency records it
+        runner_url: str | None = getattr(type(self).runner, "url", None)
+        if runner_url is None:  # no runner served beside this API (a test): BentoML made one here
+            return LocalScorer(self.runner.models, max_rows)
+        return RemoteScorer(
+            self.runner,
+            MatrixClient(runner_url, max(max_rows, MAX_APPLICATIONS_PER_REQUEST)),
+            max_rows,
+            runner_client.api_runner_calls_in_flight,
+            runner_client.runner_retries,
+            runner_client.runner_deadline_s,
+            runner_client.runner_probe_interval_s,
+        )
+
+    def __is_ready__(self) -> bool:
+        """Not ready while stopping or while the runner is unreachable (BentoML's ``/readyz``
+        then also asks the runner itself)."""
+        return self.scorer.available and not drain.draining
+
+    def reason_coder(self, feature_names: list[str], model_explains: bool) -> ReasonCoder | None:
+        if not model_explains:
+            log.warning("%s ships no attribution baseline: no principal reasons", self.model_tag)
+            return None
+        return ReasonCoder(feature_names, ReasonSettings())
+
+    def shadow_batcher(self) -> ShadowBatcher | None:
+        """The challenger scored off the request path, through its own fitted features."""
+        if self.challenger_ref is None:
+            return None
+        return ShadowBatcher(
+            read_bundle(mlflow_folder(self.challenger_ref)).feature_params,
+            self.scorer.predict_challenger,
+            partial(self.monitor.record_challenger, model_tag=str(self.challenger_ref.tag)),
+            max_rows=worker.runner_max_batch_size,
+        )
+
+    @bentoml.api(route="/score")
+    async def score(self, applications: Applications, explain: StrictBool = False) -> ScoreResponse:
+        """Score a batch of applications; each answer carries its request id, the model tag,
+        and for a review or decline (every application with ``explain``) its principal
+        reasons."""
+        # The contract BentoML documents and its clients read. Over HTTP the request reaches
+        # api/score_handler.py first, which validates with this method's input model and
+        # answers with the same pipeline; this body serves in-process callers.
+        return await self.pipeline.answer(applications, explain)
+
+    @bentoml.on_startup
+    async def start_background(self) -> None:
+        """Drift gauges and shadow scoring, inside the serving loop and off the request path;
+        a SIGTERM drains before the worker stops (serving/drain.py)."""
+        stop_after_drain(drain)
+        self.background.append(asyncio.create_task(self.refresh_drift()))
+        if self.shadow is not None:
+            self.background.append(asyncio.create_task(self.shadow.run()))
+
+    async def refresh_drift(self) -> None:
+        """Keep the drift gauges current without touching any scoring request."""
+        while True:
+            await asyncio.sleep(monitoring.drift_refresh_s)
+            # tens of ms over a full window: off the event loop, so no request waits on it
+            await asyncio.to_thread(self.monitor.drift_report)
+
+    @bentoml.on_shutdown
+    async def flush_on_shutdown(self) -> None:
+        """Score queued shadow rows, then flush the prediction log: a clean stop loses nothing."""
+        for task in self.background:
+            task.cancel()
+        if self.shadow is not None:
+            await self.shadow.flush()
+        await self.scorer.close()
+        self.monitor.close()
+
+    @info_app.get("/model")
+    async def model(self) -> dict[str, Any]:
+        """Lineage of the live model: BentoML tag, MLflow run and version, metrics, runner.
+        Never the prediction log's URL; any password in a lineage string is hidden."""
+        lineage = {
+            "model_tag": self.model_tag,
+            "labels": dict(self.model_ref.info.labels),
+            "metadata": self.model_ref.info.metadata,
+            "challenger_tag": str(self.challenger_ref.tag) if self.challenger_ref else None,
+            "runner": await self.scorer.describe(),
+            "runner_mode": runner_client.runner_mode,
+            "contract_version": self.contract_version,
+            "decision_thresholds": thresholds.model_dump(),
+        }
+        redacted: dict[str, Any] = redact_credentials(lineage)
+        return redacted
+
+    @info_app.get("/contract")
+    async def contract(self) -> dict[str, Any]:
+        """The request contract this service enforces (also in the OpenAPI schema)."""
+        return contract_document()
+
+    @info_app.get("/drift")
+    async def drift(self) -> dict[str, Any]:
+        """PSI per contract field and for the score, live window vs training reference."""
+        return self.monitor.drift_report()
+
+
+def scoring_pipeline() -> ScoringPipeline:
+    """The live worker's pipeline (BentoML creates the instance after the middleware stack)."""
+    instance: CreditRiskAPI = bentoml.get_current_service()
+    return instance.pipeline
+
+
+# The API's request path, outermost first. bentoml's decorators are typed as returning the
+# class, not the Service they build.
+MIDDLEWARE: tuple[tuple[Any, dict[str, Any]], ...] = (
+    # counts every request; once stopping, refuses new scoring and closes connections
+    (DrainGate, {"drain": drain, "refuse_paths": ("/score",), "close_connections": True}),
+    # POST /score in fixed steps, and the OpenAPI document at /docs.json, built once
+    (
+        ScoreHandler,
+        {
+            "input_model": CreditRiskAPI.apis["score"].input_spec,  # type: ignore[attr-defined]
+            "pipeline": scoring_pipeline,
+            "document": lambda: CreditRiskAPI.openapi_spec.asdict(),  # type: ignore[attr-defined]
+            "max_in_flight": settings.api_max_concurrency,
+        },
+    ),
+)
+for middleware, options in MIDDLEWARE:
+    CreditRiskAPI.add_asgi_middleware(middleware, **options)  # type: ignore[attr-defined]

@@ -1,0 +1,86 @@
+"""Concurrent callers share one model call: the API's requests in one worker (one runner hop
+or torch call for many requests), and the runner's matrix calls from every API worker (one
+torch call for many hops: the runner's adaptive batching, ``runners/matrix_endpoint.py``).
+
+The fixed cost of a call, not its rows, is what limits throughput. Matrices arriving together
+are joined into one and split again afterwards. There is no waiting window: a call starts on
+the next turn of the event loop whenever fewer than ``max_in_flight`` calls are running, and
+what arrives meanwhile rides with the next one, so an idle service adds no latency and a busy
+one batches more.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+Predict = Callable[[np.ndarray], Awaitable[np.ndarray]]
+Score = Callable[[np.ndarray], np.ndarray]
+Waiting = tuple[np.ndarray, asyncio.Future[np.ndarray]]
+
+
+class Coalescer:
+    def __init__(self, predict: Predict, max_rows: int, max_in_flight: int) -> None:
+        self.predict = predict
+        self.max_rows = max_rows
+        self.max_in_flight = max_in_flight
+        self.waiting: deque[Waiting] = deque()
+        self.tasks: set[asyncio.Task[None]] = set()  # held so a running call is not collected
+        self.in_flight = 0
+        self.dispatch_scheduled = False
+
+    async def __call__(self, matrix: np.ndarray) -> np.ndarray:
+        """This matrix's probabilities, scored together with whatever else is waiting."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self.waiting.append((matrix, future))
+        if not self.dispatch_scheduled:
+            self.dispatch_scheduled = True
+            loop.call_soon(self.dispatch)  # after the requests already runnable have queued
+        return await future
+
+    def dispatch(self) -> None:
+        self.dispatch_scheduled = False
+        while self.waiting and self.in_flight < self.max_in_flight:
+            batch: list[Waiting] = []
+            rows = 0
+            while self.waiting and (not batch or rows + len(self.waiting[0][0]) <= self.max_rows):
+                rows += len(self.waiting[0][0])
+                batch.append(self.waiting.popleft())
+            self.in_flight += 1
+            task = asyncio.create_task(self.score(batch))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+
+    async def score(self, batch: list[Waiting]) -> None:
+        try:
+            if len(batch) == 1:
+                parts = [await self.predict(batch[0][0])]
+            else:
+                joined = await self.predict(np.concatenate([matrix for matrix, _ in batch]))
+                parts = np.split(joined, np.cumsum([len(matrix) for matrix, _ in batch[:-1]]))
+            for (_, future), part in zip(batch, parts, strict=True):
+                if not future.done():  # its client may have gone away
+                    future.set_result(part)
+        except Exception as error:  # every request of the call gets the same answer
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        finally:
+            self.in_flight -= 1
+            self.dispatch()
+
+
+def coalesced(score: Score, max_rows: int) -> Coalescer:
+    """A synchronous model call shared by the matrices that arrive while the previous call
+    runs. It runs on the event loop (a CPU batch takes well under a millisecond, less than a
+    hand-off to a thread), so one call at a time, and calls arriving meanwhile queue and are
+    joined into the next one."""
+
+    async def call(matrix: np.ndarray) -> np.ndarray:
+        return score(matrix)
+
+    return Coalescer(call, max_rows=max_rows, max_in_flight=1)
