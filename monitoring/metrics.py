@@ -8,7 +8,6 @@ O(fields) vectorised work; drift is computed elsewhere, off the request path.
 from __future__ import annotations
 
 import collections
-import json
 from collections.abc import Iterable, Mapping
 
 import numpy as np

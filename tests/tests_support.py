@@ -1,6 +1,8 @@
 """Shared constants and helpers for tests (fixtures live in conftest.py)."""
 
 import os
+import sys
+from pathlib import Path
 
 import requests
 
@@ -25,3 +27,29 @@ def served_answers(url: str, records: list[dict]) -> list[dict]:
         assert response.status_code == 200, response.text
         results += response.json()["results"]
     return results
+
+
+MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+
+
+def mlflow_server_command(root: Path, artifacts_destination: str) -> list[str]:
+    """`mlflow server` on loopback (``{port}`` filled in by ``Server``): SQLite in ``root``
+    behind tracking and registry, artifacts proxied to ``artifacts_destination``. Run it with
+    ``MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false``: the job runner (seven huey consumers, for
+    GenAI jobs) has no part in tracking, registry or artifacts; on two cores it only slows the
+    start and the stop."""
+    return [
+        MLFLOW,
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{root / 'mlflow.db'}",
+        "--artifacts-destination",
+        artifacts_destination,
+        "--serve-artifacts",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        "{port}",
+        "--workers",
+        "1",
+    ]

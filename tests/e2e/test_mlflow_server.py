@@ -15,11 +15,10 @@ from pathlib import Path
 
 import pytest
 from mlflow import MlflowClient
-from tests_support import TINY_CONFIG
+from tests_support import TINY_CONFIG, mlflow_server_command
 
 from loadtests.load.server import Server
 
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 MODEL = "credit-risk"
 # One call, one process: every model in the workstation's store with its lineage.
 LIST_STORE = (
@@ -34,23 +33,7 @@ def tracking_server(tmp_path_factory) -> Iterator[tuple[Server, Path]]:
     proxied into a folder only the server writes; yields it and that folder."""
     root = tmp_path_factory.mktemp("mlflow-server")
     artifacts = root / "artifacts"
-    command = [
-        MLFLOW,
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        str(artifacts),
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--workers",
-        "1",
-    ]
-    # The job runner (seven huey consumers, for GenAI jobs) has no part in tracking, registry
-    # or artifacts; on two cores it only slows the start and the stop.
+    command = mlflow_server_command(root, str(artifacts))
     env = os.environ | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     server = Server("mlflow", root / "server.log", env, command=command, ready_path="/health")
     try:

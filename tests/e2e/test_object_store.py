@@ -26,13 +26,12 @@ import pytest
 import requests
 import yaml
 from mlflow import MlflowClient
-from tests_support import TINY_CONFIG
+from tests_support import TINY_CONFIG, mlflow_server_command
 
 from loadtests.load.server import BENTOML, Server
 from model_artifact.bundle import BUNDLE_FILES
 from model_artifact.settings import SOURCE_ROOT
 
-MLFLOW = str(Path(sys.executable).with_name("mlflow"))
 MOTO = str(Path(sys.executable).with_name("moto_server"))
 MODEL = "credit-risk"
 BUCKET = "models"
@@ -117,21 +116,7 @@ def tracking_server(object_store, tmp_path_factory) -> Iterator[tuple[Server, Pa
     the bucket; it alone holds the S3 credentials. Started in its own root folder, so a stray
     local artifact folder would show there. Yields it and that folder."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    command = [
-        MLFLOW,
-        "server",
-        "--backend-store-uri",
-        f"sqlite:///{root / 'mlflow.db'}",
-        "--artifacts-destination",
-        f"s3://{BUCKET}/{PROXIED}",
-        "--serve-artifacts",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "{port}",
-        "--workers",
-        "1",
-    ]
+    command = mlflow_server_command(root, f"s3://{BUCKET}/{PROXIED}")
     env = (
         no_aws(root) | object_store.credentials() | {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     )
