@@ -48,7 +48,7 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -58,7 +58,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from monitoring.credentials import hide_passwords, redact_url, redacted_errors, url_secrets
 from monitoring.metrics import LOG_BACKLOG, LOG_OLDEST_AGE, LOG_SHIP_RETRIES, LOG_UNWRITABLE
 from monitoring.settings import MonitoringSettings
-from monitoring.spool import Spool
+from monitoring.spool import COLUMNS, Spool, decode
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +70,7 @@ RETRY_MAX_S = 30.0  # ... up to this
 ADOPT_INTERVAL_S = 30.0  # how often the shipper looks for spools of dead workers
 PUBLISH_S = 1.0  # the gauges' refresh, also while the shipper waits
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: an unreachable host fails the attempt, not hangs it
+SHIP_BATCHES = 10  # a database transaction takes up to this many spool batches
 
 METADATA = sa.MetaData()
 PREDICTIONS = sa.Table(
@@ -91,6 +92,26 @@ PREDICTIONS = sa.Table(
     sa.Index("uq_predictions_request_role", "request_id", "role", unique=True),
 )
 INSERTED = tuple(column.name for column in PREDICTIONS.columns if column.name != "id")
+assert INSERTED == COLUMNS, "the spool holds the table's columns, in its order"
+# PostgreSQL's fast path: COPY a batch into this session's staging table (text, no
+# constraints), then one INSERT … SELECT … ON CONFLICT DO NOTHING into the log
+STAGING = "prediction_log_incoming"
+STAGING_TABLE = (
+    f"CREATE TEMPORARY TABLE IF NOT EXISTS {STAGING} ("
+    " request_id text, logged_at double precision, role text, model_tag text,"
+    " probability_default double precision, decision text, reasons text, features text,"
+    " principal_reasons text) ON COMMIT DELETE ROWS"
+)
+STAGING_COPY = f"COPY {STAGING} ({', '.join(INSERTED)}) FROM STDIN"
+STAGING_INSERT = (
+    f"INSERT INTO {PREDICTIONS.name} ({', '.join(INSERTED)})"
+    " SELECT request_id, logged_at, role, model_tag, probability_default, decision, reasons,"
+    f" features::json, principal_reasons::json FROM {STAGING} ON CONFLICT DO NOTHING"
+)
+SQLITE_INSERT = (
+    f"INSERT INTO {PREDICTIONS.name} ({', '.join(INSERTED)})"
+    f" VALUES ({', '.join('?' * len(INSERTED))}) ON CONFLICT DO NOTHING"
+)
 _STOP = object()
 
 
@@ -119,6 +140,9 @@ class PredictionLog:
             self.engine = open_engine(url)  # parses the URL, loads the driver; no connection
         self._insert = insert_ignoring_duplicates(self.engine.dialect.name)
         self.batch_rows = batch_rows or settings.prediction_log_batch_rows
+        # rows per database transaction: as many as SHIP_BATCHES spool commits hold, so a
+        # backlog ships in few large transactions (a commit, a round trip each)
+        self.ship_rows = self.batch_rows * SHIP_BATCHES
         self.flush_interval_s = flush_interval_s or settings.prediction_log_flush_s
         self.retention_days = (
             settings.prediction_log_retention_days if retention_days is None else retention_days
@@ -357,25 +381,22 @@ class PredictionLog:
                 orphan.close()
 
     def _ship_batch(self, spool: Spool) -> int:
-        """Insert the oldest ``batch_rows`` of ``spool``, then forget them there; how many."""
-        batch = spool.head(self.batch_rows)
+        """Insert the oldest ``ship_rows`` of ``spool``, then forget them there; how many."""
+        batch = spool.head(self.ship_rows)
         if batch:
             self._insert_isolating(spool, batch)
             spool.remove_through(batch[-1][0])
         return len(batch)
 
-    def _insert_isolating(self, spool: Spool, batch: list[tuple[int, Mapping[str, Any]]]) -> None:
-        """One transaction for the batch. When the database refuses the rows (a value, a
-        constraint) rather than the connection, halve until each refused row is found and set
-        aside in the spool, so one bad row never holds back the rest."""
-        # one statement for the batch takes its columns from the first row, so every row
-        # carries every column: one that lacks an optional one (a challenger's reasons) is null
-        rows = [{column: row.get(column) for column in INSERTED} for _, row in batch]
+    def _insert_isolating(self, spool: Spool, batch: Sequence[tuple[Any, ...]]) -> None:
+        """One transaction for the batch (``(seq, *columns)`` rows). When the database refuses
+        the rows (a value, a constraint) rather than the connection, halve until each refused
+        row is found and set aside in the spool, so one bad row never holds back the rest."""
         try:
             with self.engine.begin() as connection:
-                connection.execute(self._insert, rows)
+                self._write_rows(connection, [row[1:] for row in batch])
         except Exception as error:
-            if database_unavailable(error):
+            if database_unavailable(error, self.engine.dialect.dbapi):
                 raise DatabaseUnavailableError from error
             if len(batch) > 1:
                 middle = len(batch) // 2
@@ -385,6 +406,23 @@ class PredictionLog:
             reason = hide_passwords(f"{type(error).__name__}: {error}", *self._secrets)
             spool.set_aside(batch[0][0], reason)
             self._count_unwritable(1, f"refused by the database (kept in {spool.path}): {reason}")
+
+    def _write_rows(self, connection: sa.Connection, rows: list[tuple[Any, ...]]) -> None:
+        """Rows as the spool holds them (``INSERTED`` columns, JSON ones as text) into the
+        table, a (request id, role) already there skipped: PostgreSQL by COPY into a staging
+        table and one INSERT … SELECT; SQLite by one prepared INSERT run over the rows, in C;
+        any other database through SQLAlchemy's insert."""
+        dialect = self.engine.dialect.name
+        if dialect == "postgresql":
+            connection.exec_driver_sql(STAGING_TABLE)
+            with connection.connection.cursor() as cursor, cursor.copy(STAGING_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+            connection.exec_driver_sql(STAGING_INSERT)
+        elif dialect == "sqlite":
+            connection.exec_driver_sql(SQLITE_INSERT, rows)
+        else:
+            connection.execute(self._insert, [decode(row) for row in rows])
 
     def _purge(self) -> None:
         if self.retention_days <= 0:
@@ -443,14 +481,18 @@ def backoff(failures: int) -> float:
     return min(RETRY_MAX_S, doubled) * random.uniform(0.5, 1.0)
 
 
-def database_unavailable(error: BaseException) -> bool:
+def database_unavailable(error: BaseException, dbapi: Any = None) -> bool:
     """Whether a failed write is the database's (or the network's) fault, so the same rows
     are tried again later, rather than the rows' own (a value the column cannot hold, a
     constraint), so the refused row is set aside. Lost or refused connections, timeouts, a
-    read-only, full or shutting-down server, a missing table or privilege are the former."""
+    read-only, full or shutting-down server, a missing table or privilege are the former.
+    ``dbapi``: the driver's module, whose own errors (raised by its COPY, outside SQLAlchemy)
+    are read the same way."""
     if isinstance(error, sa.exc.DBAPIError):
         refused_rows = isinstance(error, sa.exc.DataError | sa.exc.IntegrityError)
         return error.connection_invalidated or not refused_rows
+    if dbapi is not None and isinstance(error, dbapi.Error):
+        return not isinstance(error, dbapi.DataError | dbapi.IntegrityError)
     return isinstance(error, sa.exc.DisconnectionError | sa.exc.TimeoutError | OSError)
 
 
@@ -483,7 +525,19 @@ def open_engine(url: str) -> sa.Engine:
     options: dict[str, Any] = {"hide_parameters": True, "pool_pre_ping": True}
     if location.get_backend_name() == "postgresql":
         options["connect_args"] = {"connect_timeout": CONNECT_TIMEOUT_S}
-    return sa.create_engine(url, **options)
+    engine = sa.create_engine(url, **options)
+    if location.get_backend_name() == "sqlite" and on_disk:
+        sa.event.listen(engine, "connect", sqlite_write_ahead)
+    return engine
+
+
+def sqlite_write_ahead(connection: Any, _record: Any) -> None:
+    """A SQLite log in WAL mode: a commit is one sync of the journal (not three of journal and
+    file), and the workers' writers do not block readers (an outcome join, a query). The mode
+    stays with the file; ``synchronous=FULL`` keeps each commit on the device before the spool
+    forgets its rows."""
+    connection.execute("PRAGMA journal_mode=WAL")
+    connection.execute("PRAGMA synchronous=FULL")
 
 
 def delete_expired(

@@ -9,6 +9,12 @@ appended in transactions (WAL journal; with ``fsync`` each commit is on the devi
 returns, otherwise only in the kernel's cache, which a killed process does not lose but a power
 cut may); rows leave it only once the database has committed them.
 
+Rows are stored as the database's columns (``COLUMNS``), the two JSON ones (the application,
+the reasons) as JSON text encoded once, here: shipping reads them back as tuples (SQLite, in C)
+and hands them to the database as they are, with no decoding, re-encoding or per-row objects
+on the way. A file written by an older release (one JSON document per row, table ``rows``) is
+converted when it is opened.
+
 Rows the database refuses one by one (a value it cannot store) are never dropped: they move to
 the file's ``unwritable`` table with the error, for an operator, and the file is kept.
 """
@@ -16,14 +22,12 @@ the file's ``unwritable`` table with the error, for an operator, and the file is
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import os
 import secrets
 import sqlite3
 import threading
 import time
-from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -31,17 +35,65 @@ from typing import Any
 
 SPOOL_SUFFIX = ".spool"
 LOCK_SUFFIX = ".lock"
-RECENT_ROWS = 2_000  # rows kept in memory after appending, for shipping (a few batches)
-SEQUENCE = "SELECT seq FROM sqlite_sequence WHERE name = 'rows'"
+# The database's columns, in the order a spooled row holds them (the prediction log's table
+# has these, plus its own id). The JSON ones are stored as text.
+COLUMNS = (
+    "request_id",
+    "logged_at",
+    "role",
+    "model_tag",
+    "probability_default",
+    "decision",
+    "reasons",
+    "features",
+    "principal_reasons",
+)
+JSON_COLUMNS = frozenset({"features", "principal_reasons"})
 # compact, and no cycle check: rows are plain JSON-like values (a cycle would still fail, as
 # RecursionError); about a quarter cheaper than json.dumps per row
 ENCODE = json.JSONEncoder(separators=(",", ":"), check_circular=False).encode
+SCALARS = (str, int, float)  # what SQLite stores as given (bool is an int)
 SCHEMA = (
-    "CREATE TABLE IF NOT EXISTS rows ("
-    " seq INTEGER PRIMARY KEY AUTOINCREMENT, logged_at REAL NOT NULL, row TEXT NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS pending ("
+    " seq INTEGER PRIMARY KEY AUTOINCREMENT, request_id, logged_at, role, model_tag,"
+    " probability_default, decision, reasons, features, principal_reasons)",
     "CREATE TABLE IF NOT EXISTS unwritable ("
     " seq INTEGER PRIMARY KEY, failed_at REAL NOT NULL, error TEXT NOT NULL, row TEXT NOT NULL)",
 )
+SELECT_HEAD = f"SELECT seq, {', '.join(COLUMNS)} FROM pending ORDER BY seq LIMIT ?"
+INSERT = f"INSERT INTO pending ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})"
+LEGACY = "rows"  # an older release's table: one JSON document per row
+
+
+def encode(row: Mapping[str, Any]) -> tuple[Any, ...]:
+    """``row`` as the database's columns (``COLUMNS``), JSON ones as text; a column it lacks is
+    null (the database refuses a required one). A value SQLite would not store as given (a
+    numpy scalar, a set in the features) raises ``TypeError`` or ``ValueError``."""
+    features = row.get("features")
+    principal = row.get("principal_reasons")
+    columns = (
+        row.get("request_id"),
+        row.get("logged_at"),
+        row.get("role"),
+        row.get("model_tag"),
+        row.get("probability_default"),
+        row.get("decision"),
+        row.get("reasons"),
+        None if features is None else ENCODE(features),
+        None if principal is None else ENCODE(principal),
+    )
+    for value in columns:
+        if value is not None and not isinstance(value, SCALARS):
+            raise TypeError(f"{type(value).__name__} is not a column value")
+    return columns
+
+
+def decode(columns: Sequence[Any]) -> dict[str, Any]:
+    """A spooled row as the dict it was given as (JSON columns decoded)."""
+    return {
+        name: json.loads(value) if name in JSON_COLUMNS and value is not None else value
+        for name, value in zip(COLUMNS, columns, strict=True)
+    }
 
 
 def lock(path: Path) -> int | None:
@@ -74,15 +126,13 @@ class Spool:
         self.path = path
         self._lock_descriptor = lock_descriptor
         self._mutex = threading.Lock()
-        # the newest rows appended, as given: shipped without reading the file back (the
-        # file's copy is what survives a crash); the oldest fall out past RECENT_ROWS
-        self._recent: deque[tuple[int, Mapping[str, Any]]] = deque(maxlen=RECENT_ROWS)
         self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA synchronous={'FULL' if fsync else 'NORMAL'}")
         for statement in SCHEMA:
             self._db.execute(statement)
-        self.rows: int = self._db.execute("SELECT COUNT(*) FROM rows").fetchone()[0]
+        self._convert_legacy()
+        self.rows: int = self._db.execute("SELECT COUNT(*) FROM pending").fetchone()[0]
 
     @classmethod
     def create(cls, folder: Path, fsync: bool) -> Spool:
@@ -107,65 +157,57 @@ class Spool:
     def append(self, rows: Sequence[Mapping[str, Any]]) -> int:
         """Store ``rows`` in one transaction; return how many could not be serialised (those
         go to ``unwritable`` as their ``repr``, never silently away)."""
-        kept, stored, failed = [], [], []
+        stored, failed = [], []
         for row in rows:
             try:
-                stored.append((row["logged_at"], ENCODE(row)))
-                kept.append(row)
-            except (TypeError, ValueError, KeyError, RecursionError) as error:
+                stored.append(encode(row))
+            except (TypeError, ValueError, RecursionError) as error:
                 failed.append((time.time(), f"{type(error).__name__}: {error}", repr(row)))
         with self._mutex:
             with self._transaction():
-                self._db.executemany("INSERT INTO rows (logged_at, row) VALUES (?, ?)", stored)
-                self._db.executemany(
-                    "INSERT INTO unwritable (failed_at, error, row) VALUES (?, ?, ?)", failed
-                )
-                # AUTOINCREMENT numbers one connection's inserts consecutively
-                last = self._db.execute(SEQUENCE).fetchone()
-            if kept:
-                first = last[0] - len(kept) + 1
-                self._recent.extend(zip(range(first, last[0] + 1), kept, strict=True))
+                self._db.executemany(INSERT, stored)
+                if failed:
+                    self._db.executemany(
+                        "INSERT INTO unwritable (failed_at, error, row) VALUES (?, ?, ?)", failed
+                    )
             self.rows += len(stored)
         return len(failed)
 
-    def head(self, limit: int) -> list[tuple[int, Mapping[str, Any]]]:
-        """The oldest ``limit`` rows with their sequence numbers: from memory when they are the
-        ones this object appended last (no read, no JSON decoding), else from the file."""
+    def head(self, limit: int) -> list[tuple[Any, ...]]:
+        """The oldest ``limit`` rows, each ``(seq, *COLUMNS)``: the JSON columns as text, as
+        the database takes them."""
         with self._mutex:
-            oldest = self._db.execute("SELECT seq FROM rows ORDER BY seq LIMIT 1").fetchone()
-            if oldest is None:
-                return []
-            recent = self._recent
-            while recent and recent[0][0] < oldest[0]:  # shipped meanwhile
-                recent.popleft()
-            if recent and recent[0][0] == oldest[0]:  # the file's oldest rows, in memory
-                return list(itertools.islice(recent, limit))
-            found = self._db.execute("SELECT seq, row FROM rows ORDER BY seq LIMIT ?", (limit,))
-            return [(seq, json.loads(text)) for seq, text in found]
+            return self._db.execute(SELECT_HEAD, (limit,)).fetchall()
 
     def remove_through(self, seq: int) -> None:
         """Forget every row up to ``seq``: the database has them."""
         with self._mutex:
             with self._transaction():
-                removed = self._db.execute("DELETE FROM rows WHERE seq <= ?", (seq,)).rowcount
+                removed = self._db.execute("DELETE FROM pending WHERE seq <= ?", (seq,)).rowcount
             self.rows -= removed
 
     def set_aside(self, seq: int, error: str) -> None:
-        """Move one row the database refused to ``unwritable``, with the reason."""
+        """Move one row the database refused to ``unwritable``, with the reason (the row as
+        one JSON document, as it was given)."""
         with self._mutex:
+            found = self._db.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM pending WHERE seq = ?", (seq,)
+            ).fetchone()
+            if found is None:
+                return
             with self._transaction():
-                moved = self._db.execute(
-                    "INSERT INTO unwritable (failed_at, error, row)"
-                    " SELECT ?, ?, row FROM rows WHERE seq = ?",
-                    (time.time(), error, seq),
-                ).rowcount
-                self._db.execute("DELETE FROM rows WHERE seq = ?", (seq,))
-            self.rows -= moved
-            self._recent.clear()  # no longer the file's rows one for one: read them back
+                self._db.execute(
+                    "INSERT INTO unwritable (failed_at, error, row) VALUES (?, ?, ?)",
+                    (time.time(), error, ENCODE(decode(found))),
+                )
+                self._db.execute("DELETE FROM pending WHERE seq = ?", (seq,))
+            self.rows -= 1
 
     def oldest_logged_at(self) -> float | None:
         with self._mutex:
-            found = self._db.execute("SELECT logged_at FROM rows ORDER BY seq LIMIT 1").fetchone()
+            found = self._db.execute(
+                "SELECT logged_at FROM pending ORDER BY seq LIMIT 1"
+            ).fetchone()
         return None if found is None else float(found[0])
 
     def unwritable(self) -> list[tuple[str, str]]:
@@ -187,6 +229,27 @@ class Spool:
                 Path(f"{self.path}{suffix}").unlink(missing_ok=True)
             self.path.with_suffix(LOCK_SUFFIX).unlink(missing_ok=True)
         os.close(self._lock_descriptor)
+
+    def _convert_legacy(self) -> None:
+        """An older release's file (one JSON document per row in ``rows``): its rows move to
+        ``pending``, in order, in one transaction; one that does not convert is set aside."""
+        legacy = self._db.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (LEGACY,)
+        ).fetchone()
+        if legacy is None:
+            return
+        with self._transaction():
+            stored, failed = [], []
+            for (text,) in self._db.execute(f"SELECT row FROM {LEGACY} ORDER BY seq"):
+                try:
+                    stored.append(encode(json.loads(text)))
+                except (TypeError, ValueError, RecursionError, AttributeError) as error:
+                    failed.append((time.time(), f"{type(error).__name__}: {error}", text))
+            self._db.executemany(INSERT, stored)
+            self._db.executemany(
+                "INSERT INTO unwritable (failed_at, error, row) VALUES (?, ?, ?)", failed
+            )
+            self._db.execute(f"DROP TABLE {LEGACY}")
 
     @contextmanager
     def _transaction(self) -> Iterator[None]:

@@ -21,13 +21,24 @@ routes it no traffic), and it recovers by itself once the runner pod is started 
 
 from __future__ import annotations
 
+import ast
+import base64
+import copy
+import json
+import os
 import re
 import subprocess
 import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
+import requests
 import yaml
 
+from loadtests.load.server import free_port
 from model_artifact.settings import SOURCE_ROOT
 
 K8S = SOURCE_ROOT / "deploy" / "k8s"
@@ -65,11 +76,12 @@ NOT_PLAYED = {
     "gpu": NOT_PLAYED_IN_BOTH | {("HorizontalPodAutoscaler", RUNNER), ("NetworkPolicy", RUNNER)},
 }
 # Bounds: a pod's start-up to ready on a small shared machine; the API's answer once its
-# runner is gone (item 2: fail fast), how soon it stops being ready, and its recovery.
+# runner is gone (item 2: fail fast), how soon it stops being ready, and how soon it is ready
+# again once its runner is (the breaker's probe; no restart of the API).
 READY_BOUND_S = 240
 SHED_BOUND_S = 2.0
 UNREADY_BOUND_S = 5.0
-RECOVERY_BOUND_S = 90.0
+RECOVERY_BOUND_S = 10.0
 
 
 def podman(*args: str, timeout: float = 120, check: bool = True):
@@ -100,6 +112,8 @@ def plain_name(document: dict) -> str:
     if document["kind"] == "ConfigMap" and name != CONFIG:
         return re.sub(r"-[0-9a-z]{10}$", "", name)
     return name
+
+
 @dataclass
 class LocalPlay:
     """A rendered profile as podman can run it."""
@@ -157,7 +171,9 @@ def local_play(objects: list[dict], profile: str, image: str, api_port: int) -> 
         container["image"] = image
         for variable in container.get("env", []):
             if variable["name"] == "CREDIT_RISK_RUNNER_DEVICE" and variable["value"] != "cpu":
-                play.rewrites.append(f"{name}: CREDIT_RISK_RUNNER_DEVICE {variable['value']} -> cpu")
+                play.rewrites.append(
+                    f"{name}: CREDIT_RISK_RUNNER_DEVICE {variable['value']} -> cpu"
+                )
                 variable["value"] = "cpu"
         for bound in ("requests", "limits"):
             if GPU in container.get("resources", {}).get(bound, {}):
@@ -223,7 +239,9 @@ def secret_payload(values: dict[str, str]) -> str:
     return json.dumps({k: base64.b64encode(v.encode()).decode() for k, v in values.items()})
 
 
-def wait_until(condition: Callable[[], bool], timeout_s: float, step_s: float = 0.1) -> float | None:
+def wait_until(
+    condition: Callable[[], bool], timeout_s: float, step_s: float = 0.1
+) -> float | None:
     """Seconds until ``condition`` held, or None."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
@@ -257,7 +275,9 @@ def score(url: str, body: bytes) -> Answer:
         )
     except requests.RequestException as error:
         return Answer(type(error).__name__, None, time.monotonic() - start)
-    return Answer(response.status_code, response.headers.get("retry-after"), time.monotonic() - start)
+    return Answer(
+        response.status_code, response.headers.get("retry-after"), time.monotonic() - start
+    )
 
 
 class PlayedProfile:
@@ -302,7 +322,9 @@ class PlayedProfile:
             return f"{self.url}{path}"
         infra = podman("pod", "inspect", self.pods[name], "--format", "{{.InfraContainerID}}")
         networks = json.loads(
-            podman("inspect", infra.stdout.strip(), "--format", "{{json .NetworkSettings.Networks}}").stdout
+            podman(
+                "inspect", infra.stdout.strip(), "--format", "{{json .NetworkSettings.Networks}}"
+            ).stdout
         )
         port = port_number(self.play.container(name), "http")
         return f"http://{networks[self.network]['IPAddress']}:{port}{path}"
@@ -344,15 +366,16 @@ def test_what_has_no_local_equivalent_is_exactly_what_is_not_played(profile):
     assert set(play.deployments) == ({API, RUNNER} if profile == "gpu" else {API})
     assert set(play.aliases.values()) == ({RUNNER} if profile == "gpu" else set())
     for name, deployment in play.deployments.items():
-        text = json.dumps(deployment)
-        assert GPU not in text and "registry.example.com" not in text and "cuda" not in text, name
+        # (nodeSelector and tolerations stay: podman ignores them, as a node without a GPU would)
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["image"] == "localhost/credit-risk-test:x"
+        assert GPU not in json.dumps(container["resources"]), name
+        assert "cuda" not in json.dumps(container["env"]), name
 
 
 def test_what_is_not_played_is_still_validated_against_the_kubernetes_schemas():
     """tests/unit/test_manifests.py validates every rendered object of both profiles (the
     autoscalers and NetworkPolicies included) with kubernetes_validate, filtering no kind."""
-    import ast
-
     source = (SOURCE_ROOT / "tests" / "unit" / "test_manifests.py").read_text()
     module = ast.parse(source)
     (profiles,) = [
@@ -372,8 +395,8 @@ def test_what_is_not_played_is_still_validated_against_the_kubernetes_schemas():
     (test,) = validating
     assert [a.arg for a in test.args.args] == ["profile"]  # the fixture over PROFILES
     (loop,) = [n for n in ast.walk(test) if isinstance(n, ast.For)][:1]
-    assert ast.unparse(loop.iter) in ("objects", "rendered(profile)")
-    assert "objects = rendered(profile)" in ast.unparse(test) or "rendered(profile)" in ast.unparse(loop.iter)
+    iterated = ast.unparse(loop.iter)
+    assert iterated == "rendered(profile)" or f"{iterated} = rendered(profile)" in ast.unparse(test)
     assert "kind" not in ast.unparse(loop), "the validation must not skip a kind"
     assert not test.decorator_list, "the validation must not be skipped or marked"
 
@@ -431,10 +454,10 @@ def runner_outage(played: PlayedProfile, body: bytes) -> list[str]:
     podman("pod", "start", runner_pod, timeout=120)
     runner_path = played.play.probe_paths(RUNNER)["readinessProbe"]
     runner_back_s = wait_until(
-        lambda: status(played.pod_url(RUNNER, runner_path)) == 200, RECOVERY_BOUND_S, 0.5
+        lambda: status(played.pod_url(RUNNER, runner_path)) == 200, READY_BOUND_S, 0.5
     )
-    api_back_s = wait_until(lambda: status(readiness) == 200, RECOVERY_BOUND_S, 0.25)
     assert runner_back_s is not None, f"the runner pod did not come back:\n{played.logs()}"
+    api_back_s = wait_until(lambda: status(readiness) == 200, RECOVERY_BOUND_S, 0.25)
     assert api_back_s is not None, f"the API did not recover by itself:\n{played.logs()}"
     recovered_s = time.monotonic() - starting
     after = score(played.url, body)
@@ -443,6 +466,6 @@ def runner_outage(played: PlayedProfile, body: bytes) -> list[str]:
         f"runner pod stopped ({stopped_s:.1f} s): /score 503 + Retry-After "
         f"{', '.join(f'{a.took_s * 1000:.0f}' for a in shed)} ms; API not ready after "
         f"{unready_s:.2f} s; its liveness probe {alive}",
-        f"runner pod started: runner ready {runner_back_s:.1f} s, API ready and scoring "
-        f"{recovered_s:.1f} s after `podman pod start`",
+        f"runner pod started: runner ready after {runner_back_s:.1f} s, the API ready "
+        f"{api_back_s:.2f} s later and scoring ({recovered_s:.1f} s after `podman pod start`)",
     ]

@@ -7,7 +7,7 @@ scrape job, Prometheus and Grafana mounting the ConfigMaps generated from deploy
 and who is where, in both profiles: every container non-root on a read-only root with nothing
 to escalate to, the runner reachable only from the API (and the scrape), credentials in Secrets
 and never in a ConfigMap. That the sized values land in the objects is in
-test_profile_values.py."""
+test_profiles.py."""
 
 from __future__ import annotations
 

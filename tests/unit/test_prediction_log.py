@@ -40,7 +40,7 @@ from monitoring.prediction_log import (
     spool_folder,
 )
 from monitoring.settings import MonitoringSettings
-from monitoring.spool import Spool
+from monitoring.spool import COLUMNS, Spool, decode
 
 
 def row(request_id: str, role: str = "champion", logged_at: float | None = None) -> dict:
@@ -519,32 +519,69 @@ def test_closing_twice_is_harmless(tmp_path):
     assert request_ids(url) == ["once"]
 
 
-def test_the_spool_ships_its_newest_rows_from_memory_exactly_as_the_file_holds_them(tmp_path):
-    """Rows appended last are shipped from memory (no read back); whatever the interleaving of
-    appends, removals, set-asides and the memory's bound, ``head`` is the file's oldest rows."""
+def test_the_spool_holds_the_database_columns_and_gives_back_what_it_was_given(tmp_path):
+    """Rows are spooled as the table's columns, the JSON ones as text encoded once, so shipping
+    passes them on as they are; decoded, each is the row it was given (a missing optional
+    column null); ``head`` is always the file's oldest rows, in order."""
     spool = Spool.create(tmp_path, fsync=False)
-
-    def in_file(limit: int) -> list[tuple[int, str]]:
-        found = spool._db.execute("SELECT seq, row FROM rows ORDER BY seq LIMIT ?", (limit,))
-        return [(seq, json.loads(text)["request_id"]) for seq, text in found]
-
-    def head(limit: int) -> list[tuple[int, str]]:
-        return [(seq, row["request_id"]) for seq, row in spool.head(limit)]
-
+    given = [row(f"a{i}") | {"principal_reasons": [{"code": "age", "text": "é"}]} for i in range(3)]
     try:
-        spool.append([row(f"a{i}") for i in range(5)])
-        assert head(3) == in_file(3)
-        assert spool.head(3)[0][1] is spool._recent[0][1]  # the very objects: no read back
-        spool.remove_through(spool.head(2)[-1][0])
-        spool.append([row(f"b{i}") for i in range(4)])
-        assert head(100) == in_file(100)
-        assert [r for _, r in head(100)] == ["a2", "a3", "a4", "b0", "b1", "b2", "b3"]
+        spool.append([*given, row("b0")])
+        head = spool.head(10)
+        assert [r[0] for r in head] == sorted(r[0] for r in head)
+        assert [decode(r[1:]) for r in head] == [
+            *given,
+            row("b0") | {"principal_reasons": None, "logged_at": head[3][2]},
+        ]
+        assert head[0][COLUMNS.index("features") + 1] == '{"age":30,"income":null}'
+        spool.remove_through(head[1][0])
+        assert [r[1] for r in spool.head(10)] == ["a2", "b0"]
         spool.set_aside(spool.head(1)[0][0], "refused")
-        assert head(100) == in_file(100)  # read back from the file
-        spool.append([row(f"c{i}") for i in range(2_500)])  # past the memory's bound
-        assert head(10) == in_file(10)
-        spool.remove_through(spool.head(1_000)[-1][0])
-        assert head(600) == in_file(600)
-        assert spool.rows == len(in_file(10_000))
+        assert [r[1] for r in spool.head(10)] == ["b0"]
+        assert spool.rows == 1
+        ((error, text),) = spool.unwritable()
+        assert error == "refused"
+        assert json.loads(text)["request_id"] == "a2"
+    finally:
+        spool.close()
+
+
+def test_a_spool_file_of_an_older_release_is_converted_and_shipped(tmp_path):
+    """One JSON document per row (the previous format): converted in order when opened."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    folder = spool_folder(tmp_path / "spool", url)
+    folder.mkdir(parents=True)
+    old = sqlite3.connect(folder / "1-dead.spool")
+    old.execute(
+        "CREATE TABLE rows (seq INTEGER PRIMARY KEY AUTOINCREMENT, logged_at REAL NOT NULL,"
+        " row TEXT NOT NULL)"
+    )
+    old.execute(
+        "CREATE TABLE unwritable (seq INTEGER PRIMARY KEY, failed_at REAL NOT NULL,"
+        " error TEXT NOT NULL, row TEXT NOT NULL)"
+    )
+    kept = [row(f"old-{i}") for i in range(4)]
+    old.executemany(
+        "INSERT INTO rows (logged_at, row) VALUES (?, ?)",
+        [(r["logged_at"], json.dumps(r)) for r in kept],
+    )
+    old.commit()
+    old.close()
+    (folder / "1-dead.lock").touch()
+    log = PredictionLog(url, settings=settings(tmp_path))
+    wait_until(lambda: len(request_ids(url)) == 4)
+    log.close()
+    assert request_ids(url) == [f"old-{i}" for i in range(4)]
+    assert list(folder.iterdir()) == []
+
+
+def test_a_value_sqlite_would_not_store_as_given_is_set_aside_not_spooled(tmp_path):
+    spool = Spool.create(tmp_path, fsync=False)
+    try:
+        assert spool.append([row("ok"), row("odd") | {"probability_default": object()}]) == 1
+        assert [r[1] for r in spool.head(10)] == ["ok"]
+        ((error, text),) = spool.unwritable()
+        assert error.startswith("TypeError")
+        assert "'odd'" in text
     finally:
         spool.close()

@@ -15,8 +15,7 @@ import test_manifests as manifests
 import yaml
 
 from loadtests import runs
-from loadtests.sizing import device_sizing, recommend, report
-from loadtests.sizing import profiles as profile_values
+from loadtests.sizing import device_sizing, profiles, recommend, report
 from loadtests.sizing.knee import Measured, Step
 from loadtests.sizing.profiles import Profile
 from loadtests.sizing.recommend import API, RUNNER, Stage
@@ -28,7 +27,7 @@ PRICES = yaml.safe_load((runs.LOADTESTS / "prices.yaml").read_text())
 
 @pytest.fixture(scope="module")
 def run() -> tuple[list[Measured], Measured, str]:
-    return profile_values.read_run(RUN, GRID)
+    return profiles.read_run(RUN, GRID)
 
 
 @pytest.fixture
@@ -42,13 +41,13 @@ def k8s(tmp_path: Path) -> Path:
 
 def test_committed_values_are_what_the_committed_results_give(run, k8s: Path):
     configurations, runner, model_tag = run
-    written = profile_values.write_profiles(
+    written = profiles.write_profiles(
         RUN, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
     )
     assert [p.parent.name for p in written.paths] == ["cpu", "gpu"]
     assert written.skipped == []
     for path in written.paths:
-        for name in (profile_values.VALUES_FILE, profile_values.KUSTOMIZATION):
+        for name in (profiles.VALUES_FILE, profiles.KUSTOMIZATION):
             committed = manifests.K8S / "overlays" / path.parent.name / name
             assert (path.parent / name).read_text() == committed.read_text(), (
                 f"{committed} is stale: make size-profiles RUN={RUN}"
@@ -66,7 +65,7 @@ def test_the_committed_runs_deployment_yaml_is_what_its_steps_give(run, tmp_path
 def sizing_patches(overlay: Path) -> dict[tuple[str, str], dict]:
     return {
         (patch["kind"], patch["metadata"]["name"]): patch
-        for patch in yaml.safe_load_all((overlay / profile_values.VALUES_FILE).read_text())
+        for patch in yaml.safe_load_all((overlay / profiles.VALUES_FILE).read_text())
     }
 
 
@@ -80,7 +79,7 @@ def test_the_profile_deploys_the_values_of_the_runs_deployment_yaml(run, k8s, tm
         configurations = [m for m in configurations if not recommend.in_process(m.env)]
     options = recommend.recommend_per_slo(configurations, GRID, PRICES)
     report.write_sizing_report(tmp_path, configurations, runner, options, GRID, PRICES, model_tag)
-    profile_values.write_profiles(
+    profiles.write_profiles(
         tmp_path, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
     )
     first = next(yaml.safe_load_all((tmp_path / "deployment.yaml").read_text()))
@@ -111,12 +110,12 @@ def test_committed_run_gives_the_figures_the_docs_quote(run):
     1,331 MiB peak x 1.5 rounds up to 2,048 MiB. The GPU runner: 2 replicas (the floor; one
     H100 carries 334,059 rows/s), 1,000 req/s each over 70% of 373 req/s per worker = 4."""
     configurations, runner, model_tag = run
-    cpu = profile_values.cpu_profile(configurations, runner, GRID, PRICES, model_tag)
+    cpu = profiles.cpu_profile(configurations, runner, GRID, PRICES, model_tag)
     assert cpu.env == {"CREDIT_RISK_RUNNER_MODE": "inprocess", "CREDIT_RISK_API_WORKERS": "2"}
     assert cpu.stages == (Stage(API, 5, 2, 2048, 54),)
     assert cpu.stages[0].max_replicas == 10
     (sweep,) = device_sizing.load_sweeps(runs.RESULTS)
-    gpu = profile_values.gpu_profile(configurations, runner, sweep, GRID, PRICES, model_tag)
+    gpu = profiles.gpu_profile(configurations, runner, sweep, GRID, PRICES, model_tag)
     api, gpu_runner = gpu.stages
     assert (api.deployment, api.replicas, api.cpu) == (API, 9, 1)
     assert (gpu_runner.deployment, gpu_runner.replicas, gpu_runner.cpu, gpu_runner.gpu) == (
@@ -160,12 +159,12 @@ def test_values_of_another_run_land_in_both_rendered_profiles(run, k8s: Path):
     figures than the committed ones, and each of them in what `kubectl apply -k` would apply."""
     configurations, runner, _ = run
     grid = GRID | {"target_rps": 7000}
-    profile_values.write_profiles(
+    profiles.write_profiles(
         RUN, configurations, runner, grid, PRICES, "credit-risk:v9", overlays=k8s / "overlays"
     )
     (sweep,) = device_sizing.load_sweeps(runs.RESULTS)
-    cpu = profile_values.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v9")
-    gpu = profile_values.gpu_profile(configurations, runner, sweep, grid, PRICES, "credit-risk:v9")
+    cpu = profiles.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v9")
+    gpu = profiles.gpu_profile(configurations, runner, sweep, grid, PRICES, "credit-risk:v9")
     assert cpu.stages[0].replicas == 18  # ceil(7000 / (582.5 x 0.7))
     for profile in (cpu, gpu):
         objects = manifests.kustomize(k8s / "overlays" / profile.name)
@@ -209,7 +208,7 @@ def test_memory_and_the_autoscaler_target_follow_the_measurements():
 
 
 def components(overlay: Path) -> list[str]:
-    spec = yaml.safe_load((overlay / profile_values.KUSTOMIZATION).read_text())
+    spec = yaml.safe_load((overlay / profiles.KUSTOMIZATION).read_text())
     return list(spec.get("components", []))
 
 
@@ -219,7 +218,7 @@ def test_the_cpu_profile_deploys_the_topology_the_run_recommends(k8s: Path):
     takes it out again (no runner Deployment that nothing calls). Everything else of the
     overlay stays as it was, and the GPU profile keeps its runner either way."""
     overlay = k8s / "overlays" / "cpu"
-    images = yaml.safe_load((overlay / profile_values.KUSTOMIZATION).read_text())["images"]
+    images = yaml.safe_load((overlay / profiles.KUSTOMIZATION).read_text())["images"]
     assert components(overlay) == []  # committed: in-process
     runner = ramp("runner alone", {}, 2.0, 600.0)
     grid = {"target_rps": 2000, "headroom": 0.7, "slos_p99_ms": [100]}
@@ -233,18 +232,18 @@ def test_the_cpu_profile_deploys_the_topology_the_run_recommends(k8s: Path):
                 Step(**{**s.__dict__, "offered_rps": 2 * s.offered_rps})
                 for s in configurations[1].steps
             ]
-        written = profile_values.write_profiles(
+        written = profiles.write_profiles(
             RUN, configurations, runner, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
         )
         assert [p.parent.name for p in written.paths] == ["cpu", "gpu"]
-        profile = profile_values.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v2")
+        profile = profiles.cpu_profile(configurations, runner, grid, PRICES, "credit-risk:v2")
         assert [s.deployment for s in profile.stages] == wanted
         has_runner = RUNNER in wanted
-        assert components(overlay) == ([profile_values.RUNNER_COMPONENT] if has_runner else [])
-        kustomization = (overlay / profile_values.KUSTOMIZATION).read_text()
+        assert components(overlay) == ([profiles.RUNNER_COMPONENT] if has_runner else [])
+        kustomization = (overlay / profiles.KUSTOMIZATION).read_text()
         assert ("scores in-process" in kustomization) != has_runner  # its header says so
         assert yaml.safe_load(kustomization)["images"] == images
-        assert components(k8s / "overlays" / "gpu") == [profile_values.RUNNER_COMPONENT]
+        assert components(k8s / "overlays" / "gpu") == [profiles.RUNNER_COMPONENT]
         objects = manifests.kustomize(overlay)
         for document in objects:
             manifests.kubernetes_validate.validate(
@@ -261,20 +260,20 @@ def test_the_cpu_profile_deploys_the_topology_the_run_recommends(k8s: Path):
 def test_the_gpu_profile_needs_a_model_the_sweep_puts_on_a_gpu():
     (sweep,) = device_sizing.load_sweeps(runs.RESULTS)
     rows = device_sizing.best_rows(sweep, PRICES, 0.7)
-    assert profile_values.gpu_model(rows) == "mlp 3x4096"
+    assert profiles.gpu_model(rows) == "mlp 3x4096"
     cpu_only = [r for r in rows if r["model"] != "mlp 3x4096"]
     with pytest.raises(ValueError, match="no model's runner on a GPU"):
-        profile_values.gpu_model(cpu_only)
+        profiles.gpu_model(cpu_only)
 
 
 def test_a_run_without_a_remote_runner_still_writes_the_cpu_profile(k8s: Path):
     """Nothing sizes the GPU profile's API tier then: it keeps its values, and says why."""
-    gpu_values = (k8s / "overlays" / "gpu" / profile_values.VALUES_FILE).read_text()
+    gpu_values = (k8s / "overlays" / "gpu" / profiles.VALUES_FILE).read_text()
     inprocess = ramp("fast", {"CREDIT_RISK_RUNNER_MODE": "inprocess"}, 3.0, 1200.0)
     grid = {"target_rps": 2000, "headroom": 0.7, "slos_p99_ms": [100]}
-    written = profile_values.write_profiles(
+    written = profiles.write_profiles(
         RUN, [inprocess], inprocess, grid, PRICES, "credit-risk:v2", overlays=k8s / "overlays"
     )
     assert [p.parent.name for p in written.paths] == ["cpu"]
     assert written.skipped == ["gpu: no remote-runner configuration met p99 <= 100 ms"]
-    assert (k8s / "overlays" / "gpu" / profile_values.VALUES_FILE).read_text() == gpu_values
+    assert (k8s / "overlays" / "gpu" / profiles.VALUES_FILE).read_text() == gpu_values
