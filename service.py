@@ -120,15 +120,8 @@ class CreditRiskAPI:
         runner_url: str | None = getattr(type(self).runner, "url", None)
         if runner_url is None:  # no runner served beside this API (a test): BentoML made one here
             return LocalScorer(self.runner.models, max_rows)
-        return RemoteScorer(
-            self.runner,
-            MatrixClient(runner_url, max(max_rows, MAX_APPLICATIONS_PER_REQUEST)),
-            max_rows,
-            runner_client.api_runner_calls_in_flight,
-            runner_client.runner_retries,
-            runner_client.runner_deadline_s,
-            runner_client.runner_probe_interval_s,
-        )
+        client = MatrixClient(runner_url, max(max_rows, MAX_APPLICATIONS_PER_REQUEST))
+        return RemoteScorer(self.runner, client, max_rows, runner_client)
 
     def __is_ready__(self) -> bool:
         """Not ready while stopping or while the runner is unreachable (BentoML's ``/readyz``

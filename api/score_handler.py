@@ -56,8 +56,11 @@ from serving.asgi import (
     read_body,
     respond,
 )
+from serving.log_summary import RepeatedWarnings
 
 log = logging.getLogger(__name__)
+# one line per interval and reason: under overload each shed request would write one
+REFUSALS = RepeatedWarnings(log)
 
 SCORE_PATH = "/score"
 DOCUMENT_PATH = "/docs.json"
@@ -150,7 +153,7 @@ class ScoreHandler:
             return 400, validation_error(error, self.input_model, body), []
         except BentoMLException as error:  # the model stage unavailable, the log full: 503
             status = error.error_code.value
-            log.warning("%s answered %d: %s", SCORE_PATH, status, error)
+            REFUSALS.warning(f"{SCORE_PATH} answered {status}: {error}")
             return status, dumps({"error": str(error), "detail": []}), retry_after(status)
         except Exception:
             log.exception("%s failed", SCORE_PATH)

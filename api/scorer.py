@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
@@ -19,12 +20,16 @@ import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from api.runner_breaker import RunnerBreaker
-from serving.coalesce import Coalescer, coalesced
+from api.settings import RunnerClientSettings
+from monitoring.metrics import RUNNER_BUSY, RUNNER_CALL_RETRIES
+from serving.coalesce import Coalescer, WaitedTooLongError, coalesced
+from serving.log_summary import RepeatedWarnings
 
 if TYPE_CHECKING:  # torch: imported only by a worker that scores in process
     from serving.served_models import ServedModels
 
 log = logging.getLogger(__name__)
+RETRIES = RepeatedWarnings(log)  # one line per interval; the metric counts each retry
 
 # no answer at all (connection refused, reset or cut, truncated body, timeout) ...
 UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
@@ -44,6 +49,10 @@ class RunnerClient(Protocol):
 
 class RunnerUnavailable(ServiceUnavailable):
     """The runner could not score in time; the client should retry later (503)."""
+
+
+class RunnerBusy(RunnerUnavailable):
+    """The runner answers, but not this request in time: shed (503), the breaker untouched."""
 
 
 class RunnerUnreachable(RunnerUnavailable):
@@ -106,51 +115,73 @@ class LocalScorer:
 class RemoteScorer:
     """The runner service: matrices through ``client``, readiness and ``describe`` through its
     ``bentoml.depends`` proxy ``runner``; every call retried within ``deadline_s`` and refused
-    at once while ``breaker`` is open."""
+    at once while ``breaker`` is open.
+
+    Slow is told apart from gone. A request waits at most ``runner_queue_timeout_s`` for its
+    model call to start, and a call that misses its deadline while the runner is still
+    answering other calls (one came back within the last deadline) is the runner being busy:
+    both answer 503 + ``Retry-After`` and leave the breaker alone. Only a runner that answers
+    nothing, not even a probe within ``runner_probe_timeout_s``, opens it. (Before, a model
+    slower than the deadline under load opened and closed the breaker dozens of times a
+    minute, refusing everything in between.)"""
 
     def __init__(
-        self,
-        runner: Any,
-        client: RunnerClient,
-        max_rows: int,
-        calls_in_flight: int,
-        retries: int,
-        deadline_s: float,
-        probe_interval_s: float,
+        self, runner: Any, client: RunnerClient, max_rows: int, settings: RunnerClientSettings
     ) -> None:
         self.runner = runner
         self.client = client
-        self.retries = retries
-        self.deadline_s = deadline_s
-        self.breaker = RunnerBreaker(self.runner_ready, probe_interval_s, deadline_s)
-        self.champion = Coalescer(self._predict, max_rows=max_rows, max_in_flight=calls_in_flight)
-        self.attributions = Coalescer(
-            self._explain, max_rows=max_rows, max_in_flight=calls_in_flight
+        self.retries = settings.runner_retries
+        self.deadline_s = settings.runner_deadline_s
+        self.probe_timeout_s = settings.runner_probe_timeout_s
+        self.breaker = RunnerBreaker(
+            self.runner_ready, settings.runner_probe_interval_s, settings.runner_probe_timeout_s
         )
+        self.last_answer_at = float("-inf")
+        calls = settings.api_runner_calls_in_flight
+        wait_s = settings.runner_queue_timeout_s
+        self.champion = Coalescer(self._predict, max_rows, calls, max_wait_s=wait_s)
+        self.attributions = Coalescer(self._explain, max_rows, calls, max_wait_s=wait_s)
 
     @property
     def available(self) -> bool:
         return not self.breaker.is_open
 
     async def runner_ready(self) -> bool:
-        ready: bool = await self.runner.is_ready(self.deadline_s)
+        ready: bool = await self.runner.is_ready(self.probe_timeout_s)
         return ready
 
+    def answering(self) -> bool:
+        """Whether the runner answered a call within the last deadline."""
+        return time.monotonic() - self.last_answer_at < self.deadline_s
+
     async def call(self, method: str, matrix: np.ndarray) -> np.ndarray:
-        """One runner call: refused at once while the breaker is open; opens it when the
-        runner gives no answer at all within the deadline."""
+        """One runner call: refused at once while the breaker is open; a missed deadline is
+        the runner being busy while it still answers, otherwise a suspected outage (a probe
+        decides); no connection at all opens the breaker."""
         if self.breaker.is_open:
             raise RunnerUnavailable("model runner unreachable, retry later")
         generation = self.breaker.generation
         attempt: Attempt = partial(self.client.call, method)
         try:
-            return await with_retries(attempt, matrix, self.retries, self.deadline_s)
+            answer = await with_retries(attempt, matrix, self.retries, self.deadline_s)
         except RunnerTimedOut as error:
+            if self.answering():
+                RUNNER_BUSY.inc()
+                raise RunnerBusy(f"model runner busy: {error}") from error
             self.breaker.suspect(generation, str(error))
             raise
         except RunnerUnreachable as error:
             self.breaker.trip(generation, str(error))
             raise
+        self.last_answer_at = time.monotonic()
+        return answer
+
+    async def coalesced(self, coalescer: Coalescer, matrix: np.ndarray) -> np.ndarray:
+        try:
+            return await coalescer(matrix)
+        except WaitedTooLongError as error:
+            RUNNER_BUSY.inc()
+            raise RunnerBusy(f"model runner busy: {error}") from error
 
     async def _predict(self, matrix: np.ndarray) -> np.ndarray:
         return await self.call("predict", matrix)
@@ -161,13 +192,13 @@ class RemoteScorer:
     async def predict(self, matrix: np.ndarray) -> np.ndarray:
         if self.breaker.is_open:  # before queueing behind calls that are about to fail
             raise RunnerUnavailable("model runner unreachable, retry later")
-        return await self.champion(matrix)
+        return await self.coalesced(self.champion, matrix)
 
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         return await self.call("predict_challenger", matrix)
 
     async def explain(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.attributions(matrix)
+        return await self.coalesced(self.attributions, matrix)
 
     async def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = await self.runner.to_async.describe()
@@ -196,9 +227,8 @@ async def with_retries(
                 except RETRYABLE as error:
                     failure = error
                     if attempt < retries:
-                        log.warning(
-                            "runner call failed (%r), retry %d/%d", error, attempt + 1, retries
-                        )
+                        RUNNER_CALL_RETRIES.labels(type(error).__name__).inc()
+                        RETRIES.warning(f"runner call failed ({type(error).__name__}), retried")
                         await asyncio.sleep(backoff_s * 2**attempt)
     except TimeoutError as error:
         raise RunnerTimedOut(f"no answer from the model runner in {deadline_s}s") from error

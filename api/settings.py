@@ -53,6 +53,19 @@ class RunnerClientSettings(BaseSettings):
     runner_probe_interval_s: float = Field(
         0.25, gt=0, description="While the runner is unreachable, how often the API probes it."
     )
+    runner_probe_timeout_s: float = Field(
+        3.0,
+        gt=0,
+        description="How long a probe of a runner that missed a deadline may take before the "
+        "runner counts as gone (a busy runner answers once its model call ends; a hung one "
+        "never does).",
+    )
+    runner_queue_timeout_s: float = Field(
+        0.5,
+        gt=0,
+        description="Longest a request waits for a model call to start before 503 + "
+        "Retry-After (the model stage is busy).",
+    )
     api_runner_calls_in_flight: int = Field(
         2, ge=1, description="Model calls in flight per API worker; later requests share one."
     )

@@ -41,6 +41,16 @@ RUNNER_BATCH_ROWS = Histogram(
     ["role"],
     buckets=BATCH_BUCKETS,
 )
+RUNNER_CALL_RETRIES = Counter(
+    "credit_risk_runner_call_retries",
+    "Runner calls tried again after a dropped connection or a shed answer.",
+    ["error"],
+)
+RUNNER_BUSY = Counter(
+    "credit_risk_runner_busy",
+    "Requests answered 503 because the model stage was busy (queued too long, or a deadline "
+    "missed while the runner still answered), the breaker left alone.",
+)
 MODEL_INFO = Gauge(
     "credit_risk_model_info",
     "The served model (value 1).",

@@ -70,6 +70,7 @@ RETRY_MAX_S = 30.0  # ... up to this
 ADOPT_INTERVAL_S = 30.0  # how often the shipper looks for spools of dead workers
 PUBLISH_S = 1.0  # the gauges' refresh, also while the shipper waits
 CONNECT_TIMEOUT_S = 10  # PostgreSQL: an unreachable host fails the attempt, not hangs it
+FAILURE_LOG_INTERVAL_S = 30.0  # a failure that repeats is logged at most once per this
 SHIP_BATCHES = 10  # a database transaction takes up to this many spool batches
 
 METADATA = sa.MetaData()
@@ -167,6 +168,9 @@ class PredictionLog:
         self._drain_deadline = math.inf  # set by close()
         self._prepared = False  # table, columns and indexes checked since the last failure
         self._closed = False
+        # repeated failures, per kind: when last logged and how many since (_repeated_failure)
+        self._failures: dict[str, tuple[float, int]] = {}
+        self._failure_lock = threading.Lock()
         log.info(
             "prediction log %s, rows kept %s, spool %s",
             self.location,
@@ -286,7 +290,9 @@ class PredictionLog:
         try:
             unserialisable = self.spool.append(rows)
         except Exception as error:  # the disk, not the rows: kept in memory, tried again
-            self._log_failure(f"{len(rows)} rows could not be spooled to {self.spool.path}", error)
+            self._repeated_failure(
+                f"rows could not be spooled to {self.spool.path}; kept in memory, retried", error
+            )
             return False
         with self._memory_lock:
             self.memory_rows -= len(rows)
@@ -320,17 +326,17 @@ class PredictionLog:
                 self._prepared = False  # a lost table or connection: checked again first
                 failures += 1
                 LOG_SHIP_RETRIES.inc()
-                if failures & (failures - 1) == 0:  # the 1st, 2nd, 4th, 8th …: ever rarer
-                    self._log_failure(
-                        f"rows could not be written ({failures} tries); they stay in the "
-                        "spool and are retried",
-                        error.__cause__ or error,
-                    )
+                self._repeated_failure(
+                    "rows could not be written; they stay in the spool and are retried",
+                    error.__cause__ or error,
+                )
                 self._pause(backoff(failures))
                 continue
             if failures:
                 log.info("prediction log %s: written after %d retries", self.location, failures)
                 failures = 0
+                with self._failure_lock:
+                    self._failures.clear()  # the next outage is told with its traceback
             if shipped:
                 continue
             self._spooled.clear()
@@ -457,6 +463,30 @@ class PredictionLog:
     def _count_unwritable(self, rows: int, why: str) -> None:
         LOG_UNWRITABLE.inc(rows)
         log.error("prediction log %s: %d rows %s", self.location, rows, why)
+
+    def _repeated_failure(self, what: str, error: BaseException) -> None:
+        """A failure that repeats while a database or a disk is away: the first one of a kind
+        with its traceback, then one line per ``FAILURE_LOG_INTERVAL_S`` with how many times it
+        happened since and the last reason (the metrics keep every try)."""
+        with self._failure_lock:
+            now = time.monotonic()
+            last, count = self._failures.get(what, (None, 0))
+            if last is None:
+                self._failures[what] = (now, 0)
+                self._log_failure(what, error)
+            elif now - last >= FAILURE_LOG_INTERVAL_S:
+                self._failures[what] = (now, 0)
+                reason = hide_passwords(f"{type(error).__name__}: {error}", *self._secrets)
+                log.error(
+                    "prediction log %s: %s (x%d in the last %.0f s; last: %s)",
+                    self.location,
+                    what,
+                    count + 1,
+                    now - last,
+                    reason.splitlines()[0] if reason else "",
+                )
+            else:
+                self._failures[what] = (last, count + 1)
 
     def _log_failure(self, what: str, error: BaseException) -> None:
         """The error with its traceback, every password in it hidden (a driver may echo its

@@ -7,6 +7,10 @@ are joined into one and split again afterwards. There is no waiting window: a ca
 the next turn of the event loop whenever fewer than ``max_in_flight`` calls are running, and
 what arrives meanwhile rides with the next one, so an idle service adds no latency and a busy
 one batches more.
+
+A caller may bound how long it waits for its call to start (``max_wait_s``): one still queued
+then is taken out of the queue and gets ``WaitedTooLongError``, so a model stage that answers
+slowly sheds the excess at the door instead of letting every request queue behind it.
 """
 
 from __future__ import annotations
@@ -22,11 +26,18 @@ Score = Callable[[np.ndarray], np.ndarray]
 Waiting = tuple[np.ndarray, asyncio.Future[np.ndarray]]
 
 
+class WaitedTooLongError(Exception):
+    """A matrix waited ``max_wait_s`` for a model call to start: the model stage is busy."""
+
+
 class Coalescer:
-    def __init__(self, predict: Predict, max_rows: int, max_in_flight: int) -> None:
+    def __init__(
+        self, predict: Predict, max_rows: int, max_in_flight: int, max_wait_s: float | None = None
+    ) -> None:
         self.predict = predict
         self.max_rows = max_rows
         self.max_in_flight = max_in_flight
+        self.max_wait_s = max_wait_s
         self.waiting: deque[Waiting] = deque()
         self.tasks: set[asyncio.Task[None]] = set()  # held so a running call is not collected
         self.in_flight = 0
@@ -36,11 +47,28 @@ class Coalescer:
         """This matrix's probabilities, scored together with whatever else is waiting."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self.waiting.append((matrix, future))
+        entry = (matrix, future)
+        self.waiting.append(entry)
         if not self.dispatch_scheduled:
             self.dispatch_scheduled = True
             loop.call_soon(self.dispatch)  # after the requests already runnable have queued
-        return await future
+        if self.max_wait_s is None:
+            return await future
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
+        except TimeoutError:
+            if self.withdraw(entry):  # never started: give up its place
+                future.cancel()
+                raise WaitedTooLongError(f"no model call started in {self.max_wait_s}s") from None
+            return await future  # started: the call's own deadline bounds it
+
+    def withdraw(self, entry: Waiting) -> bool:
+        """Take ``entry`` out of the queue (by identity: matrices do not compare as bools)."""
+        for index, waiting in enumerate(self.waiting):
+            if waiting is entry:
+                del self.waiting[index]
+                return True
+        return False
 
     def dispatch(self) -> None:
         self.dispatch_scheduled = False

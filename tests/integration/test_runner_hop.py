@@ -20,6 +20,7 @@ from bentoml.exceptions import NotFound, ServiceUnavailable
 
 from api.runner_client import MatrixClient, RunnerCallError
 from api.scorer import RemoteScorer, RunnerUnreachable
+from api.settings import RunnerClientSettings
 from runners.matrix_endpoint import MatrixEndpoint, ModelRoute
 from serving import matrix_wire
 from serving.coalesce import coalesced
@@ -213,15 +214,8 @@ def test_a_runner_that_is_not_there_is_unreachable_within_the_deadline(tmp_path)
             async def is_ready(self, timeout: float) -> bool:
                 return False
 
-        scorer = RemoteScorer(
-            Proxy(),
-            client,
-            256,
-            calls_in_flight=2,
-            retries=2,
-            deadline_s=0.5,
-            probe_interval_s=0.05,
-        )
+        settings = RunnerClientSettings(runner_deadline_s=0.5, runner_probe_interval_s=0.05)
+        scorer = RemoteScorer(Proxy(), client, 256, settings)
         try:
             with pytest.raises(RunnerUnreachable, match="unreachable"):
                 await scorer.predict(np.zeros((1, WIDTH), np.float32))

@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.coalesce import Coalescer
+from serving.coalesce import Coalescer, WaitedTooLongError
 
 
 class Recorder:
@@ -101,3 +101,24 @@ def test_a_cancelled_request_does_not_disturb_the_others():
         return [await task for i, task in enumerate(tasks) if i != 1]
 
     assert [r.tolist() for r in asyncio.run(main())] == [[0.0], [2.0], [3.0]]
+
+
+def test_a_matrix_that_waits_too_long_for_its_call_leaves_the_queue():
+    """Queued behind a slow call past ``max_wait_s``: out of the queue, busy; the call in
+    flight is not cut, and the next call carries only what still waits."""
+
+    async def main() -> tuple[np.ndarray, list[int]]:
+        model = Recorder(delay_s=0.2)
+        coalescer = Coalescer(model, max_rows=256, max_in_flight=1, max_wait_s=0.05)
+        started = asyncio.create_task(coalescer(rows(0, 2)))
+        await asyncio.sleep(0.01)  # its call is running
+        with pytest.raises(WaitedTooLongError):
+            await coalescer(rows(10, 3))
+        assert len(coalescer.waiting) == 0
+        answered = await started  # not cut: it had started before the bound
+        await coalescer(rows(20, 1))
+        return answered, model.calls
+
+    answered, calls = asyncio.run(main())
+    np.testing.assert_array_equal(answered, [0, 1])
+    assert calls == [2, 1]  # the withdrawn rows were never scored

@@ -585,3 +585,30 @@ def test_a_value_sqlite_would_not_store_as_given_is_set_aside_not_spooled(tmp_pa
         assert "'odd'" in text
     finally:
         spool.close()
+
+
+def test_failures_that_repeat_are_logged_once_per_interval_with_a_count(
+    tmp_path, caplog, monkeypatch
+):
+    """The first failed write with its traceback, then one line per interval saying how many
+    tries failed since; the retries metric counts every one."""
+    monkeypatch.setattr("monitoring.prediction_log.FAILURE_LOG_INTERVAL_S", 0.5)
+    monkeypatch.setattr("monitoring.prediction_log.RETRY_MAX_S", 0.1)
+    database = tmp_path / "log.db"
+    url = locked_url(database)
+    PredictionLog(url, settings=settings(tmp_path)).close()
+    log = PredictionLog(url, flush_interval_s=0.02, settings=settings(tmp_path))
+    before = LOG_SHIP_RETRIES._value.get()
+    with database_away(database):
+        log.write([row("late")])
+        time.sleep(1.6)
+    wait_until(lambda: log.backlog == 0)
+    log.close()
+    tries = LOG_SHIP_RETRIES._value.get() - before
+    lines = [r.getMessage() for r in caplog.records if "could not be written" in r.getMessage()]
+    assert tries >= 8
+    assert 2 <= len(lines) <= 5  # not one per try
+    assert "Traceback" in lines[0]
+    assert " (x" in lines[1]
+    assert "in the last" in lines[1]
+    assert request_ids(url) == ["late"]

@@ -13,9 +13,27 @@ import pytest
 from bentoml.exceptions import ServiceUnavailable
 
 from api.runner_breaker import RunnerBreaker
-from api.scorer import RemoteScorer, RunnerUnavailable, RunnerUnreachable, with_retries
+from api.scorer import (
+    RemoteScorer,
+    RunnerBusy,
+    RunnerUnavailable,
+    RunnerUnreachable,
+    with_retries,
+)
+from api.settings import RunnerClientSettings
 
 MATRIX = np.ones((3, 2), dtype=np.float32)
+
+
+def client_settings(retries: int, **extra: float) -> RunnerClientSettings:
+    """Short bounds, so each scenario runs in tenths of a second."""
+    bounds = {
+        "runner_deadline_s": 0.2,
+        "runner_probe_interval_s": 0.02,
+        "runner_probe_timeout_s": 0.2,
+        "runner_queue_timeout_s": 0.5,
+    }
+    return RunnerClientSettings(runner_retries=retries, **(bounds | extra))
 
 
 async def hang(_: np.ndarray) -> np.ndarray:
@@ -138,9 +156,7 @@ class Runner:
 def test_scoring_fails_fast_while_the_runner_hangs_and_recovers_by_itself():
     async def main() -> None:
         runner = Runner()
-        scorer = RemoteScorer(
-            runner, runner, 256, calls_in_flight=2, retries=2, deadline_s=0.2, probe_interval_s=0.02
-        )
+        scorer = RemoteScorer(runner, runner, 256, client_settings(retries=2))
         started = time.monotonic()
         first = await asyncio.gather(
             *(scorer.predict(MATRIX) for _ in range(5)), return_exceptions=True
@@ -181,12 +197,78 @@ class SlowRunner(Runner):
 def test_a_late_answer_from_a_runner_that_answers_its_probe_opens_nothing():
     async def main() -> None:
         runner = SlowRunner()
-        scorer = RemoteScorer(
-            runner, runner, 256, calls_in_flight=2, retries=0, deadline_s=0.2, probe_interval_s=0.02
-        )
+        scorer = RemoteScorer(runner, runner, 256, client_settings(retries=0))
         with pytest.raises(RunnerUnreachable, match="no answer"):  # this request: 503
             await scorer.predict(MATRIX)
         await asyncio.sleep(0.05)  # the confirming probe has answered
         assert scorer.available  # the next requests are not refused
+
+    asyncio.run(main())
+
+
+class BusyRunner(Runner):
+    """A model that takes ``seconds`` a call, one call at a time (the runner's event loop
+    scores), shared by several API workers: alone each call is well within the deadline, under
+    load the calls queue past it. A probe waits for the model call in progress to end."""
+
+    def __init__(self, seconds: float = 0.3) -> None:
+        super().__init__()
+        self.hung = False
+        self.seconds = seconds
+        self.lock = asyncio.Lock()
+
+    async def predict(self, matrix: np.ndarray) -> np.ndarray:
+        self.calls += 1
+        async with self.lock:
+            await asyncio.sleep(self.seconds)
+        return matrix[:, 0]
+
+    async def is_ready(self, timeout: float) -> bool:
+        async with asyncio.timeout(timeout), self.lock:
+            return True
+
+
+def test_a_busy_runner_sheds_what_it_cannot_answer_in_time_and_never_opens_the_breaker():
+    """Four API workers, 2 calls in flight each, against a runner that answers a call in
+    60 ms: 8 calls queue 60-480 ms in the runner, past the 0.2 s deadline. What misses it is
+    shed as busy; no worker's breaker opens."""
+
+    async def main() -> tuple[dict[str, int], int]:
+        runner = BusyRunner(seconds=0.06)
+        settings = client_settings(retries=0, runner_probe_timeout_s=2.0)  # the defaults' ratio
+        workers = [RemoteScorer(runner, runner, 1, settings) for _ in range(4)]
+        outcomes: dict[str, int] = {}
+        opened = 0
+        for _ in range(5):  # waves of concurrent one-row requests
+            wave = await asyncio.gather(
+                *(worker.predict(MATRIX[:1]) for worker in workers for _ in range(4)),
+                return_exceptions=True,
+            )
+            for result in wave:
+                kind = type(result).__name__ if isinstance(result, Exception) else "answered"
+                outcomes[kind] = outcomes.get(kind, 0) + 1
+            opened += sum(worker.breaker.opened_at is not None for worker in workers)
+        return outcomes, opened
+
+    outcomes, opened = asyncio.run(main())
+    assert opened == 0  # never "unreachable": it is alive, only slow
+    assert outcomes["answered"] > 0
+    assert outcomes["RunnerBusy"] > 0  # the excess shed: 503 + Retry-After
+    # a worker with no answer of its own yet asks a probe (refusing meanwhile): 503s too
+    assert set(outcomes) <= {"answered", "RunnerBusy", "RunnerTimedOut", "RunnerUnavailable"}
+
+
+def test_a_request_that_waits_too_long_for_its_model_call_is_busy_not_unreachable():
+    async def main() -> None:
+        runner = BusyRunner()
+        settings = client_settings(retries=0, runner_deadline_s=5.0, runner_queue_timeout_s=0.1)
+        scorer = RemoteScorer(runner, runner, 1, settings)
+        first = asyncio.create_task(scorer.predict(MATRIX[:1]))
+        await asyncio.sleep(0)
+        with pytest.raises(RunnerBusy, match="no model call started"):
+            # calls_in_flight (2) are busy with 1-row calls; this one queues behind them
+            await asyncio.gather(scorer.predict(MATRIX[:1]), scorer.predict(MATRIX[:1]))
+        await first
+        assert scorer.available
 
     asyncio.run(main())
