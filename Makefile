@@ -87,6 +87,10 @@ bench: setup ## side by side vs mlflow models serve and the floors -> loadtests/
 batch-bench: setup ## batch rows/s: torch core, batch.score, Dask 1 and 2 workers -> loadtests/reports/batch-<stamp>/ (needs `make promote`)
 	$(BIN)/python -m loadtests.bench.batch_throughput
 
+.PHONY: log-bench
+log-bench: setup ## prediction log rows/s alone and behind /score (SQLite, PostgreSQL) -> loadtests/reports/log-bench-<stamp>/ (needs `make bento`)
+	$(BIN)/python -m loadtests.bench.log_bench
+
 .PHONY: process-split runner-sweep size-profiles
 process-split: setup ## CPU per process of the served Bento under closed-loop load (SETTINGS="NAME=VALUE ..."); needs `make bento`
 	$(BIN)/python -m loadtests.bench.process_split $(SETTINGS)

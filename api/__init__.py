@@ -1,2 +1,2 @@
-"""The API process: the BentoML service, its request guard, the scorer (in-process or the
-runner, with coalescing and retries), shadow scoring of a challenger."""
+"""The API process: the /score handler and its request checks, the scoring pipeline, the scorer
+(in-process, or the runner's client with coalescing, retries and a breaker), shadow scoring."""
