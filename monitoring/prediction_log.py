@@ -421,7 +421,8 @@ class PredictionLog:
         dialect = self.engine.dialect.name
         if dialect == "postgresql":
             connection.exec_driver_sql(STAGING_TABLE)
-            with connection.connection.cursor() as cursor, cursor.copy(STAGING_COPY) as copy:
+            cursor: Any = connection.connection.cursor()  # psycopg's, for its COPY
+            with cursor, cursor.copy(STAGING_COPY) as copy:
                 for row in rows:
                     copy.write_row(row)
             connection.exec_driver_sql(STAGING_INSERT)

@@ -122,7 +122,7 @@ def log_alone(url: str, workers: int, rows: int, batch: int) -> float:
         elapsed = max(done.get(timeout=600) for _ in processes)
         for process in processes:
             process.join(timeout=60)
-    return workers * rows / elapsed
+    return float(workers * rows / elapsed)
 
 
 @contextmanager
