@@ -4,7 +4,7 @@ BentoML labels its document ``3.0.2`` but writes its schemas the way pydantic 2 
 Schema 2020-12 (OpenAPI 3.1) forms: ``anyOf: [..., {"type": "null"}]`` for an optional field,
 numeric ``exclusiveMinimum``, and so on. OpenAPI 3.0 tools (schemathesis, client generators,
 validators) then refuse the document or misread the contract. ``openapi_30`` rewrites those
-forms into their 3.0 equivalents, and ``document_guarded_errors`` documents what the request
+forms into their 3.0 equivalents, and ``document_refusals`` documents what the request
 checks and the contract's validation really answer (BentoML documents a 400 whose ``detail`` is
 a string, and neither 413, 415 nor 503). ``api/score_handler.py`` serves the result at
 ``/docs.json``, built once per worker.
@@ -229,7 +229,7 @@ def error_schemas() -> dict[str, Any]:
     return hoisted
 
 
-def document_guarded_errors(document: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
+def document_refusals(document: dict[str, Any], paths: tuple[str, ...]) -> dict[str, Any]:
     """The POSTs on ``paths`` require their JSON body and document every refusal (400, 413,
     415, 503 with ``Retry-After``) with the shape all of them share."""
     documented = copy.deepcopy(document)

@@ -35,7 +35,7 @@ from typing import Any, Protocol
 from bentoml.exceptions import BentoMLException
 from pydantic import BaseModel, ValidationError
 
-from api.openapi import document_guarded_errors, openapi_30
+from api.openapi import document_refusals, openapi_30
 from api.request_checks import (
     MAX_BODY_BYTES,
     OVERLOADED,
@@ -175,7 +175,7 @@ class ScoreHandler:
         """BentoML's document in OpenAPI 3.0 forms, with every refusal of ``/score``
         documented (``api/openapi.py``); built on first use, then served as bytes."""
         if self.served_document is None:
-            document = document_guarded_errors(openapi_30(self.document()), (SCORE_PATH,))
+            document = document_refusals(openapi_30(self.document()), (SCORE_PATH,))
             self.served_document = json.dumps(document).encode()
         return self.served_document
 

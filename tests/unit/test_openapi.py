@@ -13,7 +13,7 @@ import pytest
 from pydantic import BaseModel, Field
 from schemathesis.specs.openapi.definitions import OPENAPI_30
 
-from api.openapi import document_guarded_errors, openapi_30, schema_30
+from api.openapi import document_refusals, openapi_30, schema_30
 from api.request_checks import OVERLOADED, check_headers, parse_body
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST, Application, ScoreResponse
 
@@ -55,7 +55,7 @@ def bentoml_document() -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def served(bentoml_document) -> dict[str, Any]:
-    return document_guarded_errors(openapi_30(bentoml_document), ("/score",))
+    return document_refusals(openapi_30(bentoml_document), ("/score",))
 
 
 def test_bentoml_document_is_not_openapi_30_and_the_served_one_is(bentoml_document, served):
