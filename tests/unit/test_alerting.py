@@ -43,6 +43,8 @@ SERVICE_METRICS = {
     "credit_risk_feature_out_of_training_range": "counter",
     "credit_risk_contract_rejections": "counter",
     "credit_risk_runner_batch_rows": "histogram",
+    "credit_risk_runner_call_retries": "counter",
+    "credit_risk_runner_busy": "counter",
     "credit_risk_model_info": "gauge",
     "credit_risk_drift_psi": "gauge",
     "credit_risk_drift_window_rows": "gauge",
