@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import requests
+import yaml
 
 from credit_risk.contract import MAX_APPLICATIONS_PER_REQUEST
 
@@ -30,6 +31,15 @@ def served_answers(url: str, records: list[dict]) -> list[dict]:
 
 
 MLFLOW = str(Path(sys.executable).with_name("mlflow"))
+K8S = Path(__file__).resolve().parent.parent / "deploy" / "k8s"
+RUNNER_COMPONENT = "../../components/runner"
+
+
+def has_runner(profile: str) -> bool:
+    """Whether `make size` deployed this Kubernetes profile with a runner Deployment (its
+    overlay's components), as the sizing run it came from recommended."""
+    spec = yaml.safe_load((K8S / "overlays" / profile / "kustomization.yaml").read_text())
+    return RUNNER_COMPONENT in spec.get("components", [])
 
 
 def mlflow_server_command(root: Path, artifacts_destination: str) -> list[str]:

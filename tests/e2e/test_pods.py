@@ -37,6 +37,7 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from tests_support import has_runner
 
 from loadtests.load.server import free_port
 from model_artifact.settings import SOURCE_ROOT
@@ -71,9 +72,10 @@ NOT_PLAYED_IN_BOTH = {
     ("ConfigMap", "credit-risk-grafana-dashboard-providers"),
     ("ConfigMap", "credit-risk-grafana-dashboards"),
 }
+RUNNER_NOT_PLAYED = {("HorizontalPodAutoscaler", RUNNER), ("NetworkPolicy", RUNNER)}
 NOT_PLAYED = {
-    "cpu": NOT_PLAYED_IN_BOTH,
-    "gpu": NOT_PLAYED_IN_BOTH | {("HorizontalPodAutoscaler", RUNNER), ("NetworkPolicy", RUNNER)},
+    "cpu": NOT_PLAYED_IN_BOTH | (RUNNER_NOT_PLAYED if has_runner("cpu") else set()),
+    "gpu": NOT_PLAYED_IN_BOTH | RUNNER_NOT_PLAYED,
 }
 # Bounds: a pod's start-up to ready on a small shared machine; the API's answer once its
 # runner is gone (item 2: fail fast), how soon it stops being ready, and how soon it is ready
@@ -363,8 +365,8 @@ def test_what_has_no_local_equivalent_is_exactly_what_is_not_played(profile):
     """Any new object in a profile fails here until it is played or listed in NOT_PLAYED."""
     play = local_play(rendered(profile), profile, "localhost/credit-risk-test:x", 3000)
     assert play.not_played == NOT_PLAYED[profile]
-    assert set(play.deployments) == ({API, RUNNER} if profile == "gpu" else {API})
-    assert set(play.aliases.values()) == ({RUNNER} if profile == "gpu" else set())
+    assert set(play.deployments) == ({API, RUNNER} if has_runner(profile) else {API})
+    assert set(play.aliases.values()) == ({RUNNER} if has_runner(profile) else set())
     for name, deployment in play.deployments.items():
         # (nodeSelector and tolerations stay: podman ignores them, as a node without a GPU would)
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
@@ -424,7 +426,7 @@ def test_the_profile_plays_as_pods(profile, cpu_image, tmp_path):
         assert answered.status == 200, answered
         model = requests.get(f"{played.url}/model", timeout=10).json()
         assert model["runner_mode"] == play.configmap["data"]["CREDIT_RISK_RUNNER_MODE"]
-        assert model["runner_mode"] == ("remote" if profile == "gpu" else "inprocess")
+        assert model["runner_mode"] == ("remote" if has_runner(profile) else "inprocess")
         if RUNNER in play.deployments:
             figures += runner_outage(played, body)
         print("\n" + "\n  ".join([f"{profile} rewrites:", *play.rewrites]))

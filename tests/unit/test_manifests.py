@@ -22,6 +22,7 @@ from pathlib import Path, PurePosixPath
 import kubernetes_validate
 import pytest
 import yaml
+from tests_support import has_runner
 
 from model_artifact.settings import SOURCE_ROOT as REPO_ROOT
 
@@ -31,7 +32,7 @@ PROFILES = ("cpu", "gpu")
 KUBERNETES_VERSION = "1.30.0"
 API, RUNNER = "credit-risk-api", "credit-risk-runner"
 PROMETHEUS, GRAFANA = "credit-risk-prometheus", "credit-risk-grafana"
-SERVING = {"cpu": {API}, "gpu": {API, RUNNER}}
+SERVING = {p: {API, RUNNER} if has_runner(p) else {API} for p in PROFILES}
 MONITORING_APPS = {PROMETHEUS, GRAFANA}
 GPU = "nvidia.com/gpu"
 # A client-side `kubectl apply` stores the whole object in an annotation of at most 256 KiB.
@@ -90,7 +91,8 @@ def test_every_rendered_object_is_valid_kubernetes(profile: str):
 
 
 def test_the_profiles_differ_only_by_the_runner_and_the_sizing():
-    """The same base in both; the GPU profile adds exactly the runner's four objects."""
+    """The same base in both; the GPU profile always has the runner's four objects, the CPU
+    profile exactly when its sizing recommends a remote runner."""
     kinds = {p: {(d["kind"], d["metadata"]["name"]) for d in rendered(p)} for p in PROFILES}
     runner_objects = {
         ("Deployment", RUNNER),
@@ -98,7 +100,8 @@ def test_the_profiles_differ_only_by_the_runner_and_the_sizing():
         ("HorizontalPodAutoscaler", RUNNER),
         ("NetworkPolicy", RUNNER),
     }
-    assert kinds["gpu"] - kinds["cpu"] == runner_objects
+    assert runner_objects <= kinds["gpu"]
+    assert kinds["gpu"] - kinds["cpu"] == (set() if has_runner("cpu") else runner_objects)
     assert kinds["cpu"] <= kinds["gpu"]
     for profile in PROFILES:
         assert set(deployments(profile)) == SERVING[profile] | MONITORING_APPS
@@ -124,12 +127,18 @@ def test_generated_configmaps_hold_the_monitoring_files_under_hashed_names():
         }
 
 
-def test_cpu_profile_scores_in_process_and_asks_no_gpu():
+def test_cpu_profile_scores_as_sized_and_asks_no_gpu():
+    """In process, or through a runner on the same CPU image, as its sizing recommends."""
     objects = rendered("cpu")
     settings = by_kind("ConfigMap", objects)["credit-risk-config"]["data"]
-    assert settings["CREDIT_RISK_RUNNER_MODE"] == "inprocess"
-    assert "CREDIT_RISK_RUNNER_URL" not in settings
-    assert RUNNER not in by_kind("Service", objects)
+    if has_runner("cpu"):
+        assert settings["CREDIT_RISK_RUNNER_MODE"] == "remote"
+        assert settings["CREDIT_RISK_RUNNER_URL"] == f"http://{RUNNER}:3000"
+        assert RUNNER in by_kind("Service", objects)
+    else:
+        assert settings["CREDIT_RISK_RUNNER_MODE"] == "inprocess"
+        assert "CREDIT_RISK_RUNNER_URL" not in settings
+        assert RUNNER not in by_kind("Service", objects)
     for name, deployment in deployments("cpu").items():
         pod = deployment["spec"]["template"]["spec"]
         assert "nodeSelector" not in pod, name

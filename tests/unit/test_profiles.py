@@ -20,7 +20,9 @@ from loadtests.sizing.knee import Measured, Step
 from loadtests.sizing.profiles import Profile
 from loadtests.sizing.recommend import API, RUNNER, Stage
 
-RUN = runs.RESULTS / "sizing-20261123-1452"
+RUN = runs.RESULTS / "sizing-20261123-1452"  # the reference run the sizing docs describe
+# the run the committed profiles come from: the newest sizing of the current code
+PROFILED_RUN = runs.RESULTS / "sizing-20261204-1715"
 GRID = yaml.safe_load((runs.LOADTESTS / "sizing.yaml").read_text())
 PRICES = yaml.safe_load((runs.LOADTESTS / "prices.yaml").read_text())
 
@@ -39,10 +41,10 @@ def k8s(tmp_path: Path) -> Path:
     return deploy / "k8s"
 
 
-def test_committed_values_are_what_the_committed_results_give(run, k8s: Path):
-    configurations, runner, model_tag = run
+def test_committed_values_are_what_the_committed_results_give(k8s: Path):
+    configurations, runner, model_tag = profiles.read_run(PROFILED_RUN, GRID)
     written = profiles.write_profiles(
-        RUN, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
+        PROFILED_RUN, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays"
     )
     assert [p.parent.name for p in written.paths] == ["cpu", "gpu"]
     assert written.skipped == []
@@ -50,7 +52,7 @@ def test_committed_values_are_what_the_committed_results_give(run, k8s: Path):
         for name in (profiles.VALUES_FILE, profiles.KUSTOMIZATION):
             committed = manifests.K8S / "overlays" / path.parent.name / name
             assert (path.parent / name).read_text() == committed.read_text(), (
-                f"{committed} is stale: make size-profiles RUN={RUN}"
+                f"{committed} is stale: make size-profiles RUN={PROFILED_RUN}"
             )
 
 
@@ -219,7 +221,8 @@ def test_the_cpu_profile_deploys_the_topology_the_run_recommends(k8s: Path):
     overlay stays as it was, and the GPU profile keeps its runner either way."""
     overlay = k8s / "overlays" / "cpu"
     images = yaml.safe_load((overlay / profiles.KUSTOMIZATION).read_text())["images"]
-    assert components(overlay) == []  # committed: in-process
+    # committed: as the newest sizing run recommended (a remote runner)
+    assert components(overlay) == [profiles.RUNNER_COMPONENT]
     runner = ramp("runner alone", {}, 2.0, 600.0)
     grid = {"target_rps": 2000, "headroom": 0.7, "slos_p99_ms": [100]}
     remote = ramp("remote", {"CREDIT_RISK_RUNNER_MODE": "remote"}, 3.0, 1200.0)
