@@ -6,11 +6,11 @@ one, the runner's) Deployment with its security context, emptyDirs, environment,
 Secret. What has no local equivalent is not played and is listed here exactly, so a new object
 cannot slip by unnoticed (the autoscalers, the NetworkPolicies, Prometheus and Grafana with
 their RBAC and generated ConfigMaps: tests/unit/test_manifests.py keeps validating all of them
-against the Kubernetes schemas). The two Services become what podman has: the runner's a network
-alias of its pod (so the API reaches it by the name the manifests use, http://credit-risk-
-runner:3000), the API's a port published on loopback. Only what must be local is rewritten:
-image names (the test's image), replicas (1), and in the GPU profile the runner's device (cpu)
-and its `nvidia.com/gpu` resources (there is no GPU here).
+against the Kubernetes schemas). The two Services become what podman has: the runner's a
+network alias of its pod (so the API reaches it by the name the manifests use,
+http://credit-risk-runner:3000), the API's a port published on loopback. Only what must be
+local is rewritten: image names (the test's image), replicas (1), and in the GPU profile the
+runner's device (cpu) and its `nvidia.com/gpu` resources (there is no GPU here).
 
 Then, per profile: the probe paths taken from the rendered Deployment answer 200, POST /score
 answers 200; where the profile has a runner (the GPU profile always; the CPU profile when its
