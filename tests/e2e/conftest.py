@@ -117,3 +117,11 @@ def image_server(cpu_image, tmp_path_factory) -> Iterator[Any]:
     finally:
         save_logs(container, tmp_path_factory.mktemp("image") / "container.log")
         container.remove()
+
+
+@pytest.fixture(params=["bentoml serve", "image"])
+def served(request) -> Any:
+    """The built Bento served on the host and its image run read-only (`podman run
+    --read-only`): a test that asks for this runs against both, so bad input and the README's
+    examples are checked where users deploy, not only on the development machine."""
+    return request.getfixturevalue("server" if request.param == "bentoml serve" else "image_server")

@@ -9,19 +9,9 @@ import json
 import re
 import subprocess
 
-import pytest
-
 from model_artifact.settings import SOURCE_ROOT
 
 README_HOST = "http://127.0.0.1:3000"
-
-
-@pytest.fixture(params=["bentoml serve", "image"])
-def served_url(request) -> str:
-    """Where the examples are sent: the Bento served on the host, or its image's container."""
-    return request.getfixturevalue(
-        "server" if request.param == "bentoml serve" else "image_server"
-    ).url
 
 
 def curl_examples() -> tuple[list[str], list[str]]:
@@ -55,9 +45,9 @@ def test_readme_shows_a_good_and_a_bad_request():
     assert len(commands) == len(shown) == 2
 
 
-def test_the_good_request_is_answered_for_every_application(served_url):
+def test_the_good_request_is_answered_for_every_application(served):
     command = curl_examples()[0][0]
-    answer = json.loads(run(command, served_url))
+    answer = json.loads(run(command, served.url))
     sent = json.loads((SOURCE_ROOT / "loadtests" / "example_request.json").read_text())
     assert len(answer["results"]) == len(sent["applications"])
     assert {r["decision"] for r in answer["results"]} <= {"approve", "review", "decline"}
@@ -71,8 +61,8 @@ def test_the_good_request_is_answered_for_every_application(served_url):
     assert '"principal_reasons"' in shown
 
 
-def test_the_bad_request_names_the_fields_the_readme_shows(served_url):
+def test_the_bad_request_names_the_fields_the_readme_shows(served):
     commands, comments = curl_examples()
-    answer = json.loads(run(commands[1], served_url))
+    answer = json.loads(run(commands[1], served.url))
     documented = [json.loads(loc) for loc in re.findall(r'"loc":(\[[^\]]*\])', comments[1])]
     assert sorted(map(str, (e["loc"] for e in answer["detail"]))) == sorted(map(str, documented))

@@ -1,5 +1,6 @@
 """Against a real `bentoml serve` of the built Bento: good answers, every class of bad input
-answered 4xx naming the field, lineage, metrics, zero errors under concurrency."""
+answered 4xx naming the field (those tests run against the Bento's image too, read-only, as
+users deploy it), lineage, metrics, zero errors under concurrency."""
 
 from __future__ import annotations
 
@@ -82,21 +83,21 @@ def test_bentomls_own_client_scores_through_the_asgi_endpoint(server, make_recor
     ("name", "body", "status", "loc"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS]
 )
 def test_each_class_of_bad_input_gets_a_4xx_naming_the_field(
-    server, make_record, name, body, status, loc
+    served, make_record, name, body, status, loc
 ):
     if isinstance(body, str) and body.startswith('{"applications":[{'):
         record = json.dumps(make_record())[:-1]  # splice the raw literal into a valid record
         body = body.replace("[{", "[" + record + ", ", 1)
-    response = post(server, materialise(body, make_record))
+    response = post(served, materialise(body, make_record))
     assert response.status_code == status, response.text
     detail = response.json()["detail"]
     assert any(error["loc"][: len(loc)] == loc for error in detail), detail
     assert all(error["msg"] for error in detail)
 
 
-def test_several_bad_items_each_report_their_index(server, make_record):
+def test_several_bad_items_each_report_their_index(served, make_record):
     body = {"applications": [make_record(age="x"), make_record(), make_record(job="astronaut")]}
-    response = post(server, body)
+    response = post(served, body)
     assert response.status_code == 400
     assert {tuple(e["loc"][:3]) for e in response.json()["detail"]} == {
         ("applications", 0, "age"),
@@ -111,25 +112,25 @@ def test_several_bad_items_each_report_their_index(server, make_record):
         ({"content-type": "application/x-www-form-urlencoded"}, 415),
     ],
 )
-def test_wrong_content_type_is_refused(server, make_record, headers, status):
-    response = post(server, {"applications": [make_record()]}, headers=headers)
+def test_wrong_content_type_is_refused(served, make_record, headers, status):
+    response = post(served, {"applications": [make_record()]}, headers=headers)
     assert response.status_code == status
     assert response.json()["detail"][0]["loc"] == ["header", "content-type"]
 
 
 @pytest.mark.parametrize("megabytes", [2, 4])
 @pytest.mark.parametrize("client", ["requests", "urllib"])
-def test_an_oversized_body_gets_a_413_the_client_can_read(server, make_record, megabytes, client):
+def test_an_oversized_body_gets_a_413_the_client_can_read(served, make_record, megabytes, client):
     """20,000 applications (~4 MB) from clients that write the whole body before they read:
     the 413 and its reason, never "Connection reset by peer"."""
     count = megabytes * 5_000
     body = json.dumps({"applications": [make_record()] * count}).encode()
     assert len(body) > megabytes * 1_000_000
     if client == "requests":
-        response = post(server, body)
+        response = post(served, body)
         status, answer = response.status_code, response.json()
     else:
-        request = urllib.request.Request(f"{server.url}/score", data=body, headers=JSON)
+        request = urllib.request.Request(f"{served.url}/score", data=body, headers=JSON)
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(request, timeout=30)
         status, answer = refused.value.code, json.loads(refused.value.read())
