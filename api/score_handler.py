@@ -67,7 +67,7 @@ DOCUMENT_PATH = "/docs.json"
 RETRY_LATER = [(b"retry-after", b"1")]
 # An oversized body is read and dropped up to these bounds before its 413, so that a client
 # that writes its whole body before reading sees the answer (serving.asgi.discard_body).
-DISCARD_MAX_BYTES = 16 * 1_048_576
+DISCARD_MAX_BYTES = 8 * 1_048_576  # the 4 MB a client sends for 20,000 applications, twice
 DISCARD_MAX_S = 5.0
 UNEXPECTED = b'{"error":"An unexpected error has occurred, please check the server log."}'
 Answer = tuple[int, bytes, list[tuple[bytes, bytes]]]  # status, body, extra headers
