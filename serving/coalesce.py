@@ -52,8 +52,10 @@ class Coalescer:
         if not self.dispatch_scheduled:
             self.dispatch_scheduled = True
             loop.call_soon(self.dispatch)  # after the requests already runnable have queued
-        if self.max_wait_s is None:
-            return await future
+        if self.max_wait_s is None or (
+            len(self.waiting) == 1 and self.in_flight < self.max_in_flight
+        ):
+            return await future  # alone, with a free slot: it starts next turn, no timer
         try:
             return await asyncio.wait_for(asyncio.shield(future), self.max_wait_s)
         except TimeoutError:

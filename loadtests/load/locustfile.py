@@ -297,22 +297,11 @@ class CreditApplicant(FastHttpUser):
             return f"bad input answered {response.status_code}"
 
     def post_good(self) -> str:
-        with self.client.post(
-            "/score",
-            data=good_body(self.rng, self.batch_size),  # type: ignore[arg-type]  # as above
-            headers=HEADERS,
-            catch_response=True,
-        ) as response:
-            if response.status_code != 200:
-                failure = failure_kind(response)
-                response.failure(failure)
-                return failure
-            if len(response.json()["results"]) != self.batch_size:
-                response.failure("wrong number of results")
-                return "wrong number of results"
-            return OK
+        body = good_body(self.rng, self.batch_size)
+        return self.post_fixed("/score", body, results=self.batch_size)
 
-    def post_fixed(self, path: str, body: bytes) -> str:
+    def post_fixed(self, path: str, body: bytes, results: int | None = None) -> str:
+        """One POST that must answer 200 (and ``results`` answers, when given)."""
         with self.client.post(
             path,
             data=body,  # type: ignore[arg-type]  # as above
@@ -323,4 +312,7 @@ class CreditApplicant(FastHttpUser):
                 failure = failure_kind(response)
                 response.failure(failure)
                 return failure
+            if results is not None and len(response.json()["results"]) != results:
+                response.failure("wrong number of results")
+                return "wrong number of results"
             return OK
