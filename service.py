@@ -18,16 +18,17 @@ from __future__ import annotations
 import asyncio
 import logging
 from functools import partial
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import bentoml
 from fastapi import FastAPI
 from pydantic import Field, StrictBool
 
+from api.canary import CanarySplit
 from api.runner_client import MatrixClient
 from api.score_handler import ScoreHandler
 from api.scorer import LocalScorer, RemoteScorer, Scorer
-from api.scoring import ScoringPipeline
+from api.scoring import Arm, ScoringPipeline
 from api.settings import ApiSettings, RunnerClientSettings
 from api.shadow import ShadowBatcher
 from credit_risk.contract import (
@@ -41,7 +42,8 @@ from model_artifact.bundle import mlflow_folder, read_bundle
 from model_artifact.settings import DecisionSettings, ReasonSettings
 from monitoring.credentials import redact_credentials
 from monitoring.recorder import ServingMonitor
-from monitoring.settings import MonitoringSettings
+from monitoring.settings import CanarySettings, MonitoringSettings
+from monitoring.traffic_split import TrafficSplitStore
 from runners.service import ModelRunner
 from serving.drain import Drain, DrainGate, stop_after_drain
 from serving.model_refs import served_refs
@@ -53,6 +55,8 @@ runner_client = RunnerClientSettings()
 worker = WorkerSettings()
 monitoring = MonitoringSettings()
 thresholds = DecisionSettings()
+reasons = ReasonSettings()
+canary_bounds = CanarySettings()
 log = logging.getLogger(__name__)
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 # on SIGTERM: new scoring requests 503 for api_drain_s and until those in flight are answered
@@ -75,6 +79,7 @@ Applications = Annotated[
 class CreditRiskAPI:
     model_ref = served_refs().champion
     challenger_ref = served_refs().challenger
+    canary_ref = served_refs().canary
     runner = (
         bentoml.depends(ModelRunner, url=runner_client.runner_url)
         if runner_client.runner_mode == "remote"
@@ -94,14 +99,15 @@ class CreditRiskAPI:
             self.model_ref.info.metadata.get("metrics"),
         )
         self.shadow = self.shadow_batcher()
+        self.split = self.canary_split()
         self.pipeline = ScoringPipeline(
-            self.model_tag,
-            bundle.feature_params,
+            self.arm("champion", self.model_ref),
             self.scorer,
             thresholds,
-            self.reason_coder(bundle.feature_params.feature_names, bundle.baseline is not None),
             self.monitor,
             self.shadow,
+            canary=self.arm("canary", self.canary_ref) if self.canary_ref else None,
+            split=self.split,
         )
         self.background: list[asyncio.Task[None]] = []
         freeze_startup_heap()
@@ -113,7 +119,7 @@ class CreditRiskAPI:
             from serving.served_models import ServedModels
 
             models = ServedModels.load(
-                self.model_ref, self.challenger_ref, "cpu", worker.torch_threads
+                self.model_ref, self.challenger_ref, self.canary_ref, "cpu", worker.torch_threads
             )
             return LocalScorer(models, max_rows)
         # where the proxy (resolved above) found the runner: the Dependency records it
@@ -128,11 +134,22 @@ class CreditRiskAPI:
         then also asks the runner itself)."""
         return self.scorer.available and not drain.draining
 
-    def reason_coder(self, feature_names: list[str], model_explains: bool) -> ReasonCoder | None:
-        if not model_explains:
-            log.warning("%s ships no attribution baseline: no principal reasons", self.model_tag)
+    def arm(self, role: Literal["champion", "canary"], model: bentoml.Model) -> Arm:
+        """A model that decides: its own fitted features and, when it ships an attribution
+        baseline, its own reason coder."""
+        bundle = read_bundle(mlflow_folder(model))
+        params = bundle.feature_params
+        if bundle.baseline is None:
+            log.warning("%s ships no attribution baseline: no principal reasons", model.tag)
+            return Arm(role, str(model.tag), params, None)
+        return Arm(role, str(model.tag), params, ReasonCoder(params.feature_names, reasons))
+
+    def canary_split(self) -> CanarySplit | None:
+        """The canary's live share, kept in the prediction log's database beside the log."""
+        canary = served_refs().canary_split
+        if canary is None:
             return None
-        return ReasonCoder(feature_names, ReasonSettings())
+        return CanarySplit(canary, TrafficSplitStore(monitoring.prediction_log_url), canary_bounds)
 
     def shadow_batcher(self) -> ShadowBatcher | None:
         """The challenger scored off the request path, through its own fitted features."""
@@ -140,7 +157,7 @@ class CreditRiskAPI:
             return None
         return ShadowBatcher(
             read_bundle(mlflow_folder(self.challenger_ref)).feature_params,
-            self.scorer.predict_challenger,
+            partial(self.scorer.predict, role="challenger"),
             partial(self.monitor.record_challenger, model_tag=str(self.challenger_ref.tag)),
             max_rows=worker.runner_max_batch_size,
         )
@@ -161,6 +178,9 @@ class CreditRiskAPI:
         a SIGTERM drains before the worker stops (serving/drain.py)."""
         stop_after_drain(drain)
         self.background.append(asyncio.create_task(self.refresh_drift()))
+        if self.split is not None:
+            await asyncio.to_thread(self.split.refresh)  # its live share before any request
+            self.background.append(asyncio.create_task(self.watch_canary(self.split)))
         if self.shadow is not None:
             self.background.append(asyncio.create_task(self.shadow.run()))
 
@@ -171,6 +191,16 @@ class CreditRiskAPI:
             # tens of ms over a full window: off the event loop, so no request waits on it
             await asyncio.to_thread(self.monitor.drift_report)
 
+    async def watch_canary(self, split: CanarySplit) -> None:
+        """Follow the canary's live share, and take it out of traffic when it breaches a
+        bound against the champion (api/canary.py)."""
+        while True:
+            await asyncio.sleep(canary_bounds.refresh_s)
+            await asyncio.to_thread(split.refresh)
+            breaches = split.check()
+            if breaches:
+                await asyncio.to_thread(split.roll_back, breaches)
+
     @bentoml.on_shutdown
     async def flush_on_shutdown(self) -> None:
         """Score queued shadow rows, then flush the prediction log: a clean stop loses nothing."""
@@ -180,6 +210,8 @@ class CreditRiskAPI:
             await self.shadow.flush()
         await self.scorer.close()
         self.monitor.close()
+        if self.split is not None:
+            self.split.store.close()
 
     @info_app.get("/model")
     async def model(self) -> dict[str, Any]:
@@ -190,6 +222,7 @@ class CreditRiskAPI:
             "labels": dict(self.model_ref.info.labels),
             "metadata": self.model_ref.info.metadata,
             "challenger_tag": str(self.challenger_ref.tag) if self.challenger_ref else None,
+            "canary": self.canary_lineage(),
             "runner": await self.scorer.describe(),
             "runner_mode": runner_client.runner_mode,
             "contract_version": self.contract_version,
@@ -197,6 +230,16 @@ class CreditRiskAPI:
         }
         redacted: dict[str, Any] = redact_credentials(lineage)
         return redacted
+
+    def canary_lineage(self) -> dict[str, Any] | None:
+        """The canary beside the champion: its tag, lineage, promoted and live share."""
+        if self.split is None or self.canary_ref is None:
+            return None
+        return {
+            **self.split.describe(),
+            "labels": dict(self.canary_ref.info.labels),
+            "metadata": self.canary_ref.info.metadata,
+        }
 
     @info_app.get("/contract")
     async def contract(self) -> dict[str, Any]:

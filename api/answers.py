@@ -9,7 +9,7 @@ from collections.abc import Iterator, Sequence
 
 import numpy as np
 
-from credit_risk.contract import Application, PrincipalReason, ScoreResult
+from credit_risk.contract import PrincipalReason, ScoreResult
 from credit_risk.decision import Verdict
 
 
@@ -29,23 +29,22 @@ class RequestIds:
 
 
 def answers(
-    applications: Sequence[Application],
+    request_ids: Sequence[str],
     probabilities: np.ndarray,
     verdicts: Sequence[Verdict],
     principal_reasons: Sequence[list[PrincipalReason]],
     model_tag: str,
-    new_ids: RequestIds,
 ) -> list[ScoreResult]:
     return [
         ScoreResult(
-            request_id=application.request_id or next(new_ids),
+            request_id=request_id,
             probability_default=probability,
             decision=verdict.decision,
             reasons=list(verdict.reasons),
             principal_reasons=principal,
             model_tag=model_tag,
         )
-        for application, probability, verdict, principal in zip(
-            applications, probabilities.tolist(), verdicts, principal_reasons, strict=True
+        for request_id, probability, verdict, principal in zip(
+            request_ids, probabilities.tolist(), verdicts, principal_reasons, strict=True
         )
     ]

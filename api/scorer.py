@@ -26,7 +26,7 @@ from serving.coalesce import Coalescer, WaitedTooLongError, coalesced
 from serving.log_summary import RepeatedWarnings
 
 if TYPE_CHECKING:  # torch: imported only by a worker that scores in process
-    from serving.served_models import ServedModels
+    from serving.served_models import Role, ServedModels
 
 log = logging.getLogger(__name__)
 RETRIES = RepeatedWarnings(log)  # one line per interval; the metric counts each retry
@@ -37,6 +37,14 @@ UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, Timeou
 RETRYABLE = (*UNREACHABLE, ServiceUnavailable)
 
 Attempt = Callable[[np.ndarray], Awaitable[Any]]  # one try of a runner call
+# The runner's matrix call (runners/service.py, MODEL_CALLS) for each model call and role.
+RUNNER_METHODS = {
+    ("predict", "champion"): "predict",
+    ("explain", "champion"): "explain",
+    ("predict", "challenger"): "predict_challenger",
+    ("predict", "canary"): "predict_canary",
+    ("explain", "canary"): "explain_canary",
+}
 
 
 class RunnerClient(Protocol):
@@ -68,14 +76,12 @@ class Scorer(Protocol):
     def available(self) -> bool:
         """False while scoring would fail at once (the API's ``/readyz`` says not ready)."""
 
-    async def predict(self, matrix: np.ndarray) -> np.ndarray:
-        """The champion's default probabilities, (n, width) float32 -> (n,)."""
+    async def predict(self, matrix: np.ndarray, role: Role = "champion") -> np.ndarray:
+        """The role's default probabilities, (n, width) float32 -> (n,), for a matrix built
+        with that model's own features (the challenger and the canary have theirs)."""
 
-    async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
-        """The shadow challenger's, for a matrix built with its own features."""
-
-    async def explain(self, matrix: np.ndarray) -> np.ndarray:
-        """The champion's per-column contributions, (n, width) -> (n, width)."""
+    async def explain(self, matrix: np.ndarray, role: Role = "champion") -> np.ndarray:
+        """The role's per-column contributions, (n, width) -> (n, width)."""
 
     async def describe(self) -> dict[str, Any]:
         """What scores: tags, device, feature width (for ``GET /model``)."""
@@ -89,21 +95,23 @@ class LocalScorer:
 
     def __init__(self, models: ServedModels, max_rows: int) -> None:
         self.models = models
-        self.champion = coalesced(models.predict, max_rows)
-        self.attributions = coalesced(models.explain, max_rows)
+        self.calls = {
+            (call, role): coalesced(partial(score, role=role), max_rows)
+            for call, score in (("predict", models.predict), ("explain", models.explain))
+            for role in ("champion", "canary")
+        }
 
     @property
     def available(self) -> bool:
         return True
 
-    async def predict(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.champion(matrix)
+    async def predict(self, matrix: np.ndarray, role: Role = "champion") -> np.ndarray:
+        if role == "challenger":  # shadow scoring: one call per interval, nothing to share
+            return self.models.predict(matrix, role)
+        return await self.calls["predict", role](matrix)
 
-    async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
-        return self.models.predict_challenger(matrix)
-
-    async def explain(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.attributions(matrix)
+    async def explain(self, matrix: np.ndarray, role: Role = "champion") -> np.ndarray:
+        return await self.calls["explain", role](matrix)
 
     async def describe(self) -> dict[str, Any]:
         return self.models.describe()
@@ -139,8 +147,13 @@ class RemoteScorer:
         self.last_answer_at = float("-inf")
         calls = settings.api_runner_calls_in_flight
         wait_s = settings.runner_queue_timeout_s
-        self.champion = Coalescer(self._predict, max_rows, calls, max_wait_s=wait_s)
-        self.attributions = Coalescer(self._explain, max_rows, calls, max_wait_s=wait_s)
+        self.calls = {
+            (call, role): Coalescer(
+                partial(self.call, RUNNER_METHODS[call, role]), max_rows, calls, max_wait_s=wait_s
+            )
+            for call in ("predict", "explain")
+            for role in ("champion", "canary")
+        }
 
     @property
     def available(self) -> bool:
@@ -183,22 +196,15 @@ class RemoteScorer:
             RUNNER_BUSY.inc()
             raise RunnerBusy(f"model runner busy: {error}") from error
 
-    async def _predict(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.call("predict", matrix)
-
-    async def _explain(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.call("explain", matrix)
-
-    async def predict(self, matrix: np.ndarray) -> np.ndarray:
+    async def predict(self, matrix: np.ndarray, role: Role = "champion") -> np.ndarray:
+        if role == "challenger":  # shadow scoring: one call per interval, nothing to share
+            return await self.call(RUNNER_METHODS["predict", role], matrix)
         if self.breaker.is_open:  # before queueing behind calls that are about to fail
             raise RunnerUnavailable("model runner unreachable, retry later")
-        return await self.coalesced(self.champion, matrix)
+        return await self.coalesced(self.calls["predict", role], matrix)
 
-    async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.call("predict_challenger", matrix)
-
-    async def explain(self, matrix: np.ndarray) -> np.ndarray:
-        return await self.coalesced(self.attributions, matrix)
+    async def explain(self, matrix: np.ndarray, role: Role = "champion") -> np.ndarray:
+        return await self.coalesced(self.calls["explain", role], matrix)
 
     async def describe(self) -> dict[str, Any]:
         described: dict[str, Any] = await self.runner.to_async.describe()

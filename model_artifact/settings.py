@@ -44,6 +44,16 @@ class RegistrySettings(BaseSettings):
     challenger_tag: str | None = Field(
         None, description="Shadow challenger tag (default: the recorded one; empty: none)."
     )
+    canary_tag: str | None = Field(
+        None, description="Canary tag (default: the recorded one; empty: none)."
+    )
+    canary_share: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description="Share of applications the canary decides at start (default: the recorded "
+        "share).",
+    )
     champion_file: Path = Field(
         SOURCE_ROOT / "champion.json",
         description="The champion record promotion writes and `bentoml build` packs.",

@@ -25,7 +25,9 @@ SCORES = Histogram(
     ["role"],
     buckets=PROBABILITY_BUCKETS,
 )
-DECISIONS = Counter("credit_risk_decisions", "Decisions returned.", ["decision"])
+DECISIONS = Counter(
+    "credit_risk_decisions", "Decisions returned, by the model that decided.", ["role", "decision"]
+)
 MISSING = Counter("credit_risk_feature_missing", "Applications with the field missing.", ["field"])
 OUT_OF_RANGE = Counter(
     "credit_risk_feature_out_of_training_range",
@@ -114,6 +116,41 @@ ESTIMATED_AUC_ALERT = Gauge(
     multiprocess_mode="mostrecent",
 )
 
+# A canary beside the champion (api/arms.py): what each arm decided, how it fared, and the share
+# this worker gives the canary (0 once rolled back), so alerts compare the arms like for like.
+CANARY_SHARE = Gauge(
+    "credit_risk_canary_share",
+    "Share of applications the canary decides in this worker (0: none, or rolled back).",
+    multiprocess_mode="mostrecent",
+)
+CANARY_ROLLBACKS = Counter(
+    "credit_risk_canary_rollbacks",
+    "Automatic canary rollbacks (share set to 0), by the bound the canary breached.",
+    ["reason"],
+)
+ARM_REQUESTS = Counter(
+    "credit_risk_arm_requests",
+    "Requests' rows handed to an arm, by result: answered by it, or failed (answered by the "
+    "champion instead when the canary failed).",
+    ["role", "result"],
+)
+ARM_LATENCY = Histogram(
+    "credit_risk_arm_latency_seconds",
+    "Time an arm takes to score and explain its rows of one request.",
+    ["role"],
+    buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+)
+ARM_ESTIMATED_ROC_AUC = Gauge(
+    "credit_risk_arm_estimated_roc_auc",
+    "Label-free estimated ROC AUC of each arm's live window.",
+    ["role"],
+    multiprocess_mode="mostrecent",
+)
+CANARY_SCORE_PSI = Gauge(
+    "credit_risk_canary_score_psi",
+    "PSI of the canary's live scores against the champion's live scores (same traffic).",
+    multiprocess_mode="mostrecent",
+)
 
 LOG_BACKLOG = Gauge(
     "credit_risk_prediction_log_backlog_rows",
@@ -157,12 +194,14 @@ def observe_inputs(raw: Mapping[str, np.ndarray], params: FeatureParams) -> None
             MISSING.labels(field).inc(missing)
 
 
-def observe_outputs(probabilities: Iterable[float], decisions: Iterable[str]) -> None:
-    histogram = SCORES.labels("champion")
+def observe_outputs(
+    probabilities: Iterable[float], decisions: Iterable[str], role: str = "champion"
+) -> None:
+    histogram = SCORES.labels(role)
     for probability in probabilities:
         histogram.observe(probability)
     for decision, count in collections.Counter(decisions).items():
-        DECISIONS.labels(decision).inc(count)
+        DECISIONS.labels(role, decision).inc(count)
 
 
 def observe_rejection(errors: Iterable[Mapping[str, object]]) -> None:

@@ -50,19 +50,24 @@ class ServingMonitor:
         raw: Mapping[str, np.ndarray],
         records: Sequence[Mapping[str, Any]],
         results: Sequence[ScoreResult],
+        role: str = "champion",
     ) -> None:
-        """Metrics, drift window and log rows for one answered batch (no I/O here)."""
+        """Metrics, drift window and log rows for one answered batch (no I/O here). ``role``:
+        the model that decided, champion or canary; the drift window (and the gauges that
+        alert on it) follows the champion's rows, the canary's are compared to them apart
+        (``api/canary.py``)."""
         probabilities = np.array([r.probability_default for r in results])
         metrics.observe_inputs(raw, self.params)
-        metrics.observe_outputs(probabilities.tolist(), [r.decision for r in results])
-        self.drift.add(raw, probabilities)
+        metrics.observe_outputs(probabilities.tolist(), [r.decision for r in results], role)
+        if role == "champion":
+            self.drift.add(raw, probabilities)
         now = time.time()
         self.log.write(
             [
                 {
                     "request_id": result.request_id,
                     "logged_at": now,
-                    "role": "champion",
+                    "role": role,
                     "model_tag": result.model_tag,
                     "probability_default": result.probability_default,
                     "decision": result.decision,

@@ -77,3 +77,50 @@ class MonitoringSettings(BaseSettings):
         gt=0,
         description="Drop of the label-free estimated ROC AUC below training's that alerts.",
     )
+
+
+class CanarySettings(BaseSettings):
+    """When a canary is taken out of traffic on its own (env ``CREDIT_RISK_CANARY_*``).
+
+    Every bound is relative to the champion over the same recent traffic in the same worker,
+    so a slow night or a drifting population that hits both models alike rolls nothing back.
+    Rates and latencies need ``min_requests`` canary requests, score comparisons ``min_rows``
+    scored rows per arm: below that a verdict would be noise."""
+
+    model_config = SettingsConfigDict(env_prefix="CREDIT_RISK_CANARY_", extra="ignore")
+
+    refresh_s: float = Field(
+        5.0,
+        gt=0,
+        description="How often a worker reads the canary's live share and checks its bounds.",
+    )
+    window_requests: int = Field(
+        2000, ge=10, description="Recent requests per arm the rate and latency bounds look at."
+    )
+    window_rows: int = Field(
+        5000, ge=10, description="Recent scores per arm the drift and AUC bounds look at."
+    )
+    min_requests: int = Field(
+        50, ge=1, description="Canary requests before its failure rate or latency is judged."
+    )
+    min_failures: int = Field(
+        5, ge=1, description="Canary failures before its failure rate can roll it back."
+    )
+    max_failure_rate_excess: float = Field(
+        0.02, ge=0, le=1, description="Canary failure share allowed above the champion's."
+    )
+    max_latency_ratio: float = Field(
+        3.0, ge=1, description="Canary p95 latency allowed, as a multiple of the champion's ..."
+    )
+    latency_slack_s: float = Field(
+        0.005, ge=0, description="... plus this, so sub-millisecond noise is not a breach."
+    )
+    min_rows: int = Field(
+        200, ge=10, description="Scored rows per arm before drift or estimated AUC is judged."
+    )
+    max_score_psi: float = Field(
+        0.25, gt=0, description="PSI of the canary's scores against the champion's."
+    )
+    max_auc_drop: float = Field(
+        0.05, gt=0, description="Canary's estimated ROC AUC allowed below the champion's."
+    )

@@ -9,6 +9,7 @@ class to declare its dependency and never scores with it.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import bentoml
@@ -24,7 +25,7 @@ from serving.settings import WorkerSettings
 from serving.worker import freeze_startup_heap, service_logging
 
 if TYPE_CHECKING:
-    from serving.served_models import ServedModels
+    from serving.served_models import Role, ServedModels
 
 settings = RunnerSettings()
 worker = WorkerSettings()
@@ -37,7 +38,15 @@ drain = Drain(
     timeout_s=worker.drain_timeout_s,
 )
 
-MODEL_PATHS = ("/predict", "/predict_challenger", "/explain")
+# The matrix endpoint's calls: the path names the model call and the model's role.
+MODEL_CALLS: dict[str, tuple[str, Role]] = {
+    "/predict": ("predict", "champion"),
+    "/explain": ("explain", "champion"),
+    "/predict_challenger": ("predict", "challenger"),
+    "/predict_canary": ("predict", "canary"),
+    "/explain_canary": ("explain", "canary"),
+}
+MODEL_PATHS = tuple(MODEL_CALLS)
 
 # BentoML 1.4.31-1.4.40 renews its client session every 100 requests (or 300 s) and closes the
 # old one while requests are still in flight on it (ServerDisconnectedError in the caller under
@@ -67,12 +76,17 @@ batched = bentoml.api(
 class ModelRunner:
     model_ref = served_refs().champion
     challenger_ref = served_refs().challenger
+    canary_ref = served_refs().canary
 
     def __init__(self) -> None:
         from serving.served_models import ServedModels  # torch: in the runner's workers only
 
         self.models = ServedModels.load(
-            self.model_ref, self.challenger_ref, settings.runner_device, worker.torch_threads
+            self.model_ref,
+            self.challenger_ref,
+            self.canary_ref,
+            settings.runner_device,
+            worker.torch_threads,
         )
         self.model_routes = model_routes(self.models, worker.runner_max_batch_size)
         freeze_startup_heap()
@@ -95,7 +109,7 @@ class ModelRunner:
     @batched
     async def predict_challenger(self, matrix: np.ndarray) -> np.ndarray:
         """The shadow challenger's probabilities for a matrix built with its own features."""
-        return self.models.predict_challenger(matrix)
+        return self.models.predict(matrix, "challenger")
 
     @batched
     async def explain(self, matrix: np.ndarray) -> np.ndarray:
@@ -110,18 +124,13 @@ class ModelRunner:
 
 
 def model_routes(models: ServedModels, max_rows: int) -> dict[str, ModelRoute]:
-    """The matrix endpoint's routes by path (``MODEL_PATHS``), each coalesced: one model call
-    for every matrix that arrives while the previous call runs, across every API worker."""
-    champion = models.champion.scorer.width
-    challenger = models.challenger.scorer.width if models.challenger else None
-    calls = (
-        (models.predict, champion),
-        (models.predict_challenger, challenger),
-        (models.explain, champion),
-    )
+    """The matrix endpoint's routes by path (``MODEL_CALLS``), each coalesced: one model call
+    for every matrix that arrives while the previous call runs, across every API worker. A
+    role without a model still gets its route (width None): the call answers 404."""
+    calls = {"predict": models.predict, "explain": models.explain}
     return {
-        path: ModelRoute(coalesced(score, max_rows), width)
-        for path, (score, width) in zip(MODEL_PATHS, calls, strict=True)
+        path: ModelRoute(coalesced(partial(calls[call], role=role), max_rows), models.width(role))
+        for path, (call, role) in MODEL_CALLS.items()
     }
 
 

@@ -14,7 +14,7 @@ from functools import cache
 
 import bentoml
 
-from model_artifact.champion import resolve_served_tags
+from model_artifact.champion import CanaryTag, resolve_served_tags
 from model_artifact.settings import RegistrySettings
 
 
@@ -22,10 +22,13 @@ from model_artifact.settings import RegistrySettings
 class ServedRefs:
     champion: bentoml.models.BentoModel
     challenger: bentoml.models.BentoModel | None
+    canary: bentoml.models.BentoModel | None
+    canary_split: CanaryTag | None  # its promotion and starting share
 
 
 @cache
 def served_refs() -> ServedRefs:
     tags = resolve_served_tags(RegistrySettings())
     challenger = bentoml.models.BentoModel(tags.challenger) if tags.challenger else None
-    return ServedRefs(bentoml.models.BentoModel(tags.champion), challenger)
+    canary = bentoml.models.BentoModel(tags.canary.tag) if tags.canary else None
+    return ServedRefs(bentoml.models.BentoModel(tags.champion), challenger, canary, tags.canary)

@@ -1,6 +1,7 @@
 """Shared constants and helpers for tests (fixtures live in conftest.py)."""
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,6 +18,29 @@ def serving_env(**extra: str) -> dict[str, str]:
     recorded inside it; ``extra`` adds or overrides variables."""
     env = {k: v for k, v in os.environ.items() if k != "CREDIT_RISK_CHAMPION_FILE"}
     return env | extra
+
+
+def build_bento(context: Path, bentofile: str) -> str:
+    """`bentoml build` exactly as the Makefile runs it, in ``context``; returns the new tag."""
+    built = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("bentoml")),
+            "build",
+            ".",
+            "-f",
+            bentofile,
+            "--output",
+            "tag",
+        ],
+        cwd=context,
+        env=serving_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert built.returncode == 0, built.stderr[-3000:]
+    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
 
 def served_answers(url: str, records: list[dict]) -> list[dict]:

@@ -2,13 +2,21 @@
 
     python -m training.promote [--version N | --alias A] [--force --reason "..."]
     python -m training.promote --version N --as challenger   # shadow-score it beside the champion
-    python -m training.promote rollback      # serve the previous champion again
+    python -m training.promote --version N --as canary --share 0.25  # it decides 25% of applicants
+    python -m training.promote --version N                   # (the canary's) completes it
+    python -m training.promote rollback      # remove the canary, else serve the previous champion
     python -m training.promote history       # what was served, newest first
 
 A promotion imports the version (``bentoml.mlflow.import_model``, lineage as labels and
 metadata), runs the gates against the imported copy, and only then moves the MLflow
-``champion`` alias and the served tag (``champion.json``) together. A refused promotion
-leaves both stores as they were. ``make bento`` then builds the Bento around that tag.
+alias (``champion``, ``challenger`` or ``canary``) and the served tags (``champion.json``)
+together. A refused promotion leaves both stores as they were. ``make bento`` then builds the
+Bento around those tags.
+
+A canary passes the very gates a champion does (it makes credit decisions): it is gated against
+the champion, and its share of applicants is chosen per applicant (``credit_risk.traffic``).
+Promoting the canary's version as champion completes it; ``rollback`` removes a canary before
+it touches the champion.
 """
 
 from __future__ import annotations
@@ -46,7 +54,7 @@ from training.settings import PromotionSettings
 
 log = logging.getLogger(__name__)
 CPU = torch.device("cpu")
-Role = Literal["champion", "challenger"]
+Role = Literal["champion", "challenger", "canary"]
 
 
 @dataclass(frozen=True)
@@ -139,9 +147,12 @@ def record_promotion(
     registry: RegistrySettings,
     forced_reason: str | None,
     role: Role,
+    share: float = 0.0,
 ) -> None:
-    """A champion replaces the current one (which joins the history); a challenger is set
-    beside it, to be shadow-scored."""
+    """A champion replaces the current one (which joins the history) and ends any challenger
+    or canary: completes the canary when it is that version, and otherwise drops them, since
+    they were gated against the champion it replaces. A challenger is set beside the champion,
+    to be shadow-scored; a canary beside it, to decide ``share`` of applications."""
     previous = read_champion(registry.champion_file)
     promotion = Promotion(
         bento_model_tag=tag,
@@ -151,10 +162,15 @@ def record_promotion(
         promoted_at=datetime.now(UTC).isoformat(timespec="seconds"),
         forced_reason=forced_reason,
     )
-    if role == "challenger":
+    if role != "champion":
         if previous is None:
-            raise LookupError("promote a champion before a challenger")
-        record = previous.model_copy(update={"challenger": promotion})
+            raise LookupError(f"promote a champion before a {role}")
+        if previous.bento_model_tag == tag:
+            raise ValueError(f"{tag} is the champion: it cannot also be its {role}")
+        update: dict[str, object] = {role: promotion}
+        if role == "canary":
+            update["canary_share"] = share
+        record = previous.model_copy(update=update)
     else:
         history = [previous.current, *previous.history] if previous else []
         record = ChampionRecord(current=promotion, history=history)
@@ -169,8 +185,12 @@ def promote(
     role: Role = "champion",
     policy: PromotionSettings | None = None,
     thresholds: DecisionThresholds | None = None,
+    share: float = 0.0,
 ) -> PromotionReport:
-    """Gate policy and decision thresholds come from the environment unless given."""
+    """Gate policy and decision thresholds come from the environment unless given; ``share``:
+    a canary's share of applications."""
+    if role == "canary" and not 0.0 < share <= 1.0:
+        raise ValueError(f"a canary's share is in (0, 1], not {share}")
     mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
     client = MlflowClient()
     candidate = resolve(client, registry.registered_model_name, version, alias)
@@ -194,10 +214,34 @@ def promote(
         if created:
             bentoml.models.delete(tag)
         return PromotionReport(candidate, tag, gates, promoted=False)
-    alias = registry.champion_alias if role == "champion" else "challenger"
+    alias = registry.champion_alias if role == "champion" else role
     client.set_registered_model_alias(registry.registered_model_name, alias, candidate.version)
-    record_promotion(candidate, tag, registry, force_reason, role)
+    record_promotion(candidate, tag, registry, force_reason, role, share)
+    if role == "champion" and current_alias(client, registry.registered_model_name, "canary"):
+        client.delete_registered_model_alias(registry.registered_model_name, "canary")
     return PromotionReport(candidate, tag, gates, promoted=True)
+
+
+def canary_alias_on(client: MlflowClient, registry: RegistrySettings, version: str) -> bool:
+    """Whether the registry's ``canary`` alias points at this version (completed now)."""
+    canary = current_alias(client, registry.registered_model_name, "canary")
+    return canary is not None and canary.version == version
+
+
+def remove_canary(registry: RegistrySettings) -> Promotion:
+    """Take the canary out: the champion decides every application again (after a build)."""
+    record = read_champion(registry.champion_file)
+    if record is None or record.canary is None:
+        raise LookupError("no canary to remove")
+    mlflow.set_tracking_uri(registry.mlflow_tracking_uri)
+    client = MlflowClient()
+    if canary_alias_on(client, registry, record.canary.mlflow_version):
+        client.delete_registered_model_alias(registry.registered_model_name, "canary")
+    canary = record.canary
+    write_champion(
+        registry.champion_file, record.model_copy(update={"canary": None, "canary_share": 0.0})
+    )
+    return canary
 
 
 def rollback(registry: RegistrySettings) -> Promotion:
@@ -235,9 +279,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--as",
         dest="role",
-        choices=["champion", "challenger"],
+        choices=["champion", "challenger", "canary"],
         default="champion",
-        help="challenger: shadow-scored beside the champion, never answered",
+        help="challenger: shadow-scored beside the champion, never answered; canary: decides "
+        "--share of applications",
+    )
+    parser.add_argument(
+        "--share", type=float, default=None, help="a canary's share of applications, (0, 1]"
     )
     parser.add_argument("--force", action="store_true", help="promote despite failed gates")
     parser.add_argument("--reason", help="why --force is justified (recorded)")
@@ -247,17 +295,37 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.action == "history":
         record = read_champion(registry.champion_file)
+        if record is not None and record.canary is not None:
+            canary = record.canary
+            print(
+                f"canary: {canary.bento_model_tag} share={record.canary_share} "
+                f"since {canary.promoted_at}"
+            )
         for entry in [record.current, *record.history] if record else []:
             print(f"{entry.promoted_at}  {entry.bento_model_tag}  run={entry.mlflow_run_id}")
         return 0
     if args.action == "rollback":
+        record = read_champion(registry.champion_file)
+        if record is not None and record.canary is not None:
+            removed = remove_canary(registry)
+            print(f"REMOVED canary {removed.bento_model_tag}; rebuild with `make build`")
+            return 0
         restored = rollback(registry)
         print(f"ROLLED BACK to {restored.bento_model_tag}; rebuild with `make build`")
         return 0
     if args.force and not args.reason:
         parser.error("--force needs --reason")
+    if (args.role == "canary") != (args.share is not None):
+        parser.error("--share goes with --as canary, and a canary needs --share")
+    if args.share is not None and not 0.0 < args.share <= 1.0:
+        parser.error(f"--share is in (0, 1], not {args.share}")
     report = promote(
-        registry, args.version, args.alias, args.reason if args.force else None, args.role
+        registry,
+        args.version,
+        args.alias,
+        args.reason if args.force else None,
+        args.role,
+        share=args.share or 0.0,
     )
     print_report(report)
     return 0 if report.promoted else 1

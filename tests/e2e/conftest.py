@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from tests_support import serving_env
+from tests_support import build_bento, serving_env
 
-from loadtests.load.server import BENTOML, Server
+from loadtests.load.server import Server
 from model_artifact.settings import SOURCE_ROOT
 
 BUILD_SOURCES = (
@@ -42,21 +41,6 @@ def build_context(champion, tmp_path_factory) -> Path:
             shutil.copy2(source, context / name)
     shutil.copy2(settings.champion_file, context / "champion.json")
     return context
-
-
-def build_bento(context: Path, bentofile: str) -> str:
-    """`bentoml build` exactly as the Makefile runs it; returns the new tag."""
-    built = subprocess.run(
-        [BENTOML, "build", ".", "-f", bentofile, "--output", "tag"],
-        cwd=context,
-        env=serving_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-    assert built.returncode == 0, built.stderr[-3000:]
-    return built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
 
 
 @pytest.fixture(scope="session")

@@ -25,12 +25,12 @@ class SpyModels:
         self.models = models
         self.matrices: list[np.ndarray] = []
 
-    def predict(self, matrix):
+    def predict(self, matrix, role="champion"):
         self.matrices.append(np.array(matrix, copy=True))
-        return self.models.predict(matrix)
+        return self.models.predict(matrix, role)
 
-    def explain(self, matrix):
-        return self.models.explain(matrix)
+    def explain(self, matrix, role="champion"):
+        return self.models.explain(matrix, role)
 
 
 def test_service_path_reproduces_training_matrix_and_probabilities(champion):
@@ -50,7 +50,7 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
 
     api = CreditRiskAPI()  # no runner served beside it: BentoML builds one in this process
     spy = SpyModels(api.scorer.models)  # what the scorer hands the model (over HTTP: tests/e2e)
-    api.pipeline.scorer = LocalScorer(spy, api.scorer.champion.max_rows)
+    api.pipeline.scorer = LocalScorer(spy, api.scorer.calls['predict', 'champion'].max_rows)
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]

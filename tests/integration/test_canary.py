@@ -1,0 +1,240 @@
+"""A canary beside the champion, in process: promotion through the same gates, the split of a
+request's rows with each answer naming its model, the arm in the prediction log, and the
+automatic rollback, by a canary that fails at runtime and by a worse but gate-passing one,
+recorded in the shared split table so another worker drops it too."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+
+import bentoml
+import pytest
+from mlflow import MlflowClient
+from tests_support import TINY_CONFIG
+
+from api.canary import CanarySplit
+from api.scorer import LocalScorer
+from api.scoring import Arm, ScoringPipeline
+from credit_risk.contract import Application
+from credit_risk.reasons import ReasonCoder
+from credit_risk.records import contract_records
+from model_artifact.bundle import mlflow_folder, read_bundle
+from model_artifact.champion import read_champion, resolve_served_tags
+from model_artifact.settings import DecisionSettings, ReasonSettings
+from monitoring.prediction_log import read_predictions
+from monitoring.recorder import ServingMonitor
+from monitoring.settings import CanarySettings, MonitoringSettings
+from monitoring.traffic_split import TrafficSplitStore
+from serving.served_models import ServedModels
+from training.data import load_credit_data, split
+from training.promote import main as promote_main
+from training.promote import promote, remove_canary
+from training.settings import PromotionSettings, TrainingConfig
+from training.train import train
+
+
+@pytest.fixture
+def registry(champion, tmp_path):
+    """The session's registry with a champion file of this test's own."""
+    settings, _, _ = champion
+    local = settings.model_copy(update={"champion_file": tmp_path / "champion.json"})
+    shutil.copy2(settings.champion_file, local.champion_file)
+    return local
+
+
+@pytest.fixture(scope="module")
+def weak_version(champion):
+    """A worse model that still passes the gates of a looser policy: one epoch of a 2-unit
+    network (its scores bunch together: lower estimated AUC, other decisions)."""
+    settings, _, _ = champion
+    config = TrainingConfig(**(TINY_CONFIG | {"epochs": 1, "hidden": (2,), "patience": 1}), seed=5)
+    return train(config, settings)
+
+
+def pipeline(champion_tag: str, canary_tag: str, share: float, log_url: str, **bounds: float):
+    """What service.py composes for one API worker, with a local scorer."""
+    models = ServedModels.load(
+        bentoml.models.get(champion_tag), None, bentoml.models.get(canary_tag), "cpu", 1
+    )
+
+    def arm(role, tag):
+        bundle = read_bundle(mlflow_folder(bentoml.models.get(tag)))
+        names = bundle.feature_params.feature_names
+        return Arm(role, tag, bundle.feature_params, ReasonCoder(names, ReasonSettings()))
+
+    monitoring = MonitoringSettings(prediction_log_url=log_url)
+    champion_model = bentoml.models.get(champion_tag)
+    monitor = ServingMonitor(
+        read_bundle(mlflow_folder(champion_model)), champion_tag, {}, monitoring
+    )
+    from model_artifact.champion import CanaryTag
+
+    split = CanarySplit(
+        CanaryTag(canary_tag, "2026-12-04T00:00:00+00:00", share),
+        TrafficSplitStore(log_url),
+        CanarySettings(**bounds),
+    )
+    split.refresh()
+    scoring = ScoringPipeline(
+        arm("champion", champion_tag),
+        LocalScorer(models, 256),
+        DecisionSettings(),
+        monitor,
+        None,
+        canary=arm("canary", canary_tag),
+        split=split,
+    )
+    return scoring, models
+
+
+def applications(count: int, prefix: str) -> list[Application]:
+    records = contract_records(split(load_credit_data(), seed=42).test)
+    return [
+        Application.model_validate(dict(records[i % len(records)], request_id=f"{prefix}-{i}"))
+        for i in range(count)
+    ]
+
+
+def answer_all(scoring, apps, size=100):
+    async def run():
+        results = []
+        for start in range(0, len(apps), size):
+            response = await scoring.answer(apps[start : start + size], explain=False)
+            results += response.results
+        return results
+
+    return asyncio.run(run())
+
+
+def test_canary_promotion_gates_records_and_completes(registry, candidate):
+    report = promote(registry, version=candidate.registered_version, role="canary", share=0.25)
+    assert report.promoted, report.gates
+    assert {gate.name for gate in report.gates} >= {"loads", "contract", "golden_set"}
+    record = read_champion(registry.champion_file)
+    assert record.canary.bento_model_tag == report.bento_model_tag
+    assert record.canary_share == 0.25
+    served = resolve_served_tags(registry)
+    assert served.canary.tag == report.bento_model_tag
+    assert served.canary.share == 0.25
+    client = MlflowClient()
+    canary_version = client.get_model_version_by_alias("credit-risk", "canary").version
+    assert str(canary_version) == candidate.registered_version
+    # completing it: the canary's version promoted as champion; the canary is gone
+    completed = promote(registry, version=candidate.registered_version)
+    assert completed.promoted
+    record = read_champion(registry.champion_file)
+    assert record.current.bento_model_tag == report.bento_model_tag
+    assert record.canary is None
+    assert resolve_served_tags(registry).canary is None
+    with pytest.raises(Exception, match="canary"):
+        client.get_model_version_by_alias("credit-risk", "canary")
+
+
+def test_rollback_removes_the_canary_first(registry, candidate, monkeypatch, capsys):
+    report = promote(registry, version=candidate.registered_version, role="canary", share=0.1)
+    champion_before = read_champion(registry.champion_file).current
+    monkeypatch.setenv("CREDIT_RISK_CHAMPION_FILE", str(registry.champion_file))
+    assert promote_main(["rollback"]) == 0
+    assert f"REMOVED canary {report.bento_model_tag}" in capsys.readouterr().out
+    record = read_champion(registry.champion_file)
+    assert record.canary is None
+    assert record.current == champion_before  # the champion untouched
+    with pytest.raises(LookupError):
+        remove_canary(registry)
+
+
+def test_a_canary_share_needs_a_canary(registry, candidate, monkeypatch):
+    monkeypatch.setenv("CREDIT_RISK_CHAMPION_FILE", str(registry.champion_file))
+    with pytest.raises(SystemExit):
+        promote_main(["--version", candidate.registered_version, "--as", "canary"])
+    with pytest.raises(SystemExit):
+        promote_main(["--version", candidate.registered_version, "--share", "0.2"])
+
+
+def test_rows_are_split_sticky_and_logged_by_arm(champion, candidate, registry, tmp_path):
+    _, _, report = champion
+    canary = promote(registry, version=candidate.registered_version, role="canary", share=0.25)
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    scoring, _ = pipeline(
+        report.bento_model_tag, canary.bento_model_tag, 0.25, log_url, min_rows=10**6
+    )
+    apps = applications(2000, "sticky")
+    first = answer_all(scoring, apps)
+    again = answer_all(scoring, list(reversed(apps)), size=7)[::-1]
+    tags = [r.model_tag for r in first]
+    share = tags.count(canary.bento_model_tag) / len(tags)
+    assert share == pytest.approx(0.25, abs=0.04)
+    assert set(tags) == {report.bento_model_tag, canary.bento_model_tag}
+    assert [r.request_id for r in first] == [a.request_id for a in apps]  # request order kept
+    assert [r.model_tag for r in again] == tags  # resent: the same model for each applicant
+    # the same score, up to float32 rounding of another batch composition
+    assert [r.probability_default for r in again] == pytest.approx(
+        [r.probability_default for r in first], abs=1e-6
+    )
+    scoring.monitor.close()
+    logged = {row["request_id"]: row for row in read_predictions(log_url, "canary")}
+    assert len(logged) == tags.count(canary.bento_model_tag)
+    assert {row["model_tag"] for row in logged.values()} == {canary.bento_model_tag}
+    assert len(read_predictions(log_url, "champion")) == tags.count(report.bento_model_tag)
+
+
+def test_a_canary_that_fails_at_runtime_is_answered_by_the_champion_then_rolled_back(
+    champion, candidate, tmp_path, monkeypatch
+):
+    _, _, report = champion
+    other = promote(
+        champion[0].model_copy(update={"champion_file": tmp_path / "c.json"}),
+        version=candidate.registered_version,
+    )
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+
+    class Broken:
+        """The canary's model as loaded, whose every forward pass fails on the device."""
+
+        def __init__(self, model):
+            self.model = model
+
+        def __getattr__(self, name):
+            return getattr(self.model, name)
+
+        def predict(self, matrix):
+            raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(models, "canary", Broken(models.canary))
+    results = answer_all(scoring, applications(400, "broken"), size=40)
+    assert {r.model_tag for r in results} == {report.bento_model_tag}  # every answer given
+    breaches = scoring.split.check()
+    assert [b.reason for b in breaches] == ["errors"]
+    scoring.split.roll_back(breaches)
+    assert scoring.split.share == 0.0
+    # another worker of the same deployment reads the rollback from the shared table
+    store = TrafficSplitStore(log_url)
+    change = store.latest(other.bento_model_tag, "2026-12-04T00:00:00+00:00")
+    assert change.share == 0.0
+    assert change.source == "rollback"
+    assert "failed" in change.reason
+    neighbour, _ = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    assert neighbour.split.share == 0.0
+    scoring.monitor.close()
+    neighbour.monitor.close()
+
+
+def test_a_worse_gate_passing_canary_is_rolled_back(champion, weak_version, tmp_path):
+    _, _, report = champion
+    local = champion[0].model_copy(update={"champion_file": tmp_path / "c.json"})
+    shutil.copy2(champion[0].champion_file, local.champion_file)
+    policy = PromotionSettings(promotion_max_auc_drop=0.2, promotion_min_test_auc=0.6)
+    weak = promote(
+        local, version=weak_version.registered_version, role="canary", share=0.5, policy=policy
+    )
+    assert weak.promoted, weak.gates
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    scoring, _ = pipeline(report.bento_model_tag, weak.bento_model_tag, 0.5, log_url)
+    results = answer_all(scoring, applications(1200, "weak"))
+    assert {r.model_tag for r in results} == {report.bento_model_tag, weak.bento_model_tag}
+    breaches = {b.reason: b.detail for b in scoring.split.check()}
+    assert breaches.keys() & {"score_drift", "estimated_auc"}, breaches
+    # the same traffic against a canary as good as the champion: nothing to roll back
+    scoring.monitor.close()
