@@ -19,10 +19,17 @@ import numpy as np
 
 from credit_risk.traffic import canary_rows
 from model_artifact.champion import CanaryTag
-from monitoring.canary_guard import ArmWindow, Breach, canary_breaches, score_psi
+from monitoring.canary_guard import (
+    BREACH_REASONS,
+    ArmWindow,
+    Breach,
+    canary_breaches,
+    score_psi,
+)
 from monitoring.credentials import PredictionLogError
 from monitoring.metrics import (
     ARM_ESTIMATED_ROC_AUC,
+    ARM_REQUESTS,
     CANARY_ROLLBACKS,
     CANARY_SCORE_PSI,
     CANARY_SHARE,
@@ -48,6 +55,12 @@ class CanarySplit:
             for role in ("champion", "canary")
         }
         CANARY_SHARE.set(0.0)
+        # every series from the start, so a rate() sees the first failure or rollback
+        for role in self.windows:
+            for result in ("answered", "failed"):
+                ARM_REQUESTS.labels(role, result)
+        for reason in BREACH_REASONS:
+            CANARY_ROLLBACKS.labels(reason)
 
     def rows(self, request_ids: Sequence[str]) -> np.ndarray:
         """Which of these applicants the canary decides (sticky: ``credit_risk.traffic``)."""

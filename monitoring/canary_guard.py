@@ -30,6 +30,8 @@ from credit_risk.estimate import estimate_performance
 from monitoring.drift import psi
 from monitoring.settings import CanarySettings
 
+BREACH_REASONS = ("errors", "latency", "score_drift", "estimated_auc")
+
 
 @dataclass(frozen=True)
 class Breach:

@@ -130,8 +130,8 @@ CANARY_ROLLBACKS = Counter(
 )
 ARM_REQUESTS = Counter(
     "credit_risk_arm_requests",
-    "Requests' rows handed to an arm, by result: answered by it, or failed (answered by the "
-    "champion instead when the canary failed).",
+    "Requests an arm was given rows of (a split request counts once per arm), by result: "
+    "answered by it, or failed (its rows then answered by the champion).",
     ["role", "result"],
 )
 ARM_LATENCY = Histogram(

@@ -19,7 +19,8 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from model_artifact.settings import SOURCE_ROOT as REPO_ROOT
 from monitoring import metrics
-from monitoring.settings import MonitoringSettings
+from monitoring.settings import CanarySettings, MonitoringSettings
+from training.settings import PromotionSettings
 
 MONITORING = REPO_ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "alerts.yml"
@@ -60,6 +61,12 @@ SERVICE_METRICS = {
     "credit_risk_prediction_log_oldest_unshipped_age_seconds": "gauge",
     "credit_risk_prediction_log_unwritable_rows": "counter",
     "credit_risk_prediction_log_ship_retries": "counter",
+    "credit_risk_canary_share": "gauge",
+    "credit_risk_canary_rollbacks": "counter",
+    "credit_risk_arm_requests": "counter",
+    "credit_risk_arm_latency_seconds": "histogram",
+    "credit_risk_arm_estimated_roc_auc": "gauge",
+    "credit_risk_canary_score_psi": "gauge",
 }
 # BentoML 1.4 services (`@bentoml.service`): RunnerTrafficMetricsMiddleware under the
 # api_server.metrics.namespace `bentoml_service`, labels endpoint, http_response_code,
@@ -146,6 +153,9 @@ def test_the_alerts_the_service_needs_are_there_with_severity_and_annotations():
         "CreditRiskPredictionLogBacklogGrowing",
         "CreditRiskModelInfoMissing",
         "CreditRiskTargetDown",
+        "CanaryRolledBack",
+        "CanaryWorseThanChampion",
+        "CanaryFailing",
     } <= set(rules)
     for name, rule in rules.items():
         assert rule["labels"]["severity"] in {"warning", "critical"}, name
@@ -181,6 +191,24 @@ def test_rule_constants_match_the_service_settings_and_the_configmap():
     # the threshold itself is the service's gauge, never a number in the rule
     for name in ("CreditRiskFeatureDrift", "CreditRiskScoreDrift"):
         assert "credit_risk_drift_alert_threshold" in rules[name]["expr"]
+
+
+def test_canary_alerts_sit_below_the_automatic_rollback():
+    """The canary alerts warn of what the automatic rollback (CanarySettings) tolerates: an
+    estimated AUC gap beyond what promotion allows, a failure excess half the rollback's, on at
+    least the rows the rollback needs before it judges."""
+    rules = alert_rules()
+    canary = CanarySettings.model_fields
+    worse = rules["CanaryWorseThanChampion"]["expr"]
+    auc_gap = float(re.search(r"\) > ([0-9.]+)\n", worse).group(1))
+    assert auc_gap == PromotionSettings.model_fields["promotion_max_auc_drop"].default
+    assert auc_gap < canary["max_auc_drop"].default
+    assert re.findall(r">= (\d+)", worse) == [str(canary["min_rows"].default)]
+    failing = rules["CanaryFailing"]["expr"]
+    excess = float(re.search(r"\) > ([0-9.]+)\n", failing).group(1))
+    assert excess == canary["max_failure_rate_excess"].default / 2
+    for name in ("CanaryRolledBack", "CanaryWorseThanChampion", "CanaryFailing"):
+        assert rules[name]["labels"]["severity"] == "warning", name  # the rollback acts first
 
 
 def test_rules_select_the_scrape_job_and_the_bentoml_services():
@@ -317,7 +345,8 @@ def test_dashboard_queries_only_exported_metrics(path: Path):
         assert found <= KNOWN_SERIES, f"{panel['title']}: unknown {found - KNOWN_SERIES}"
         used |= found
     # what the dashboard is for: traffic, latency, shedding, decisions, scores, drift against
-    # its threshold, estimated vs training quality, the log backlog, runner batches
+    # its threshold, estimated vs training quality, the canary against the champion, the log
+    # backlog, runner batches
     assert {
         "bentoml_service_request_total",
         "bentoml_service_request_duration_seconds_bucket",
@@ -331,6 +360,12 @@ def test_dashboard_queries_only_exported_metrics(path: Path):
         "credit_risk_training_default_rate",
         "credit_risk_prediction_log_backlog_rows",
         "credit_risk_runner_batch_rows_bucket",
+        "credit_risk_canary_share",
+        "credit_risk_canary_rollbacks_total",
+        "credit_risk_arm_requests_total",
+        "credit_risk_arm_latency_seconds_bucket",
+        "credit_risk_arm_estimated_roc_auc",
+        "credit_risk_canary_score_psi",
     } <= used
 
 
