@@ -91,6 +91,10 @@ batch-bench: setup ## batch rows/s: torch core, batch.score, Dask 1 and 2 worker
 log-bench: setup ## prediction log rows/s alone and behind /score (SQLite, PostgreSQL) -> loadtests/reports/log-bench-<stamp>/ (needs `make bento`)
 	$(BIN)/python -m loadtests.bench.log_bench
 
+.PHONY: bandit-sim
+bandit-sim: setup ## replay the canary bandit over the credit data vs 50/50 and the oracle -> loadtests/results/bandit-sim.md (about 30 s)
+	$(BIN)/python -m loadtests.bench.bandit_sim --out loadtests/results/bandit-sim.md
+
 .PHONY: process-split runner-sweep size-profiles
 process-split: setup ## CPU per process of the served Bento under closed-loop load (SETTINGS="NAME=VALUE ..."); needs `make bento`
 	$(BIN)/python -m loadtests.bench.process_split $(SETTINGS)
