@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings
 
 from api.settings import ApiSettings, RunnerClientSettings
 from model_artifact.settings import SOURCE_ROOT, DecisionSettings, ReasonSettings, RegistrySettings
-from monitoring.settings import MonitoringSettings
+from monitoring.settings import CanarySettings, MonitoringSettings
 from runners.settings import RunnerSettings
 from serving.settings import WorkerSettings
 from training.settings import PromotionSettings, TrainingConfig
@@ -32,6 +32,7 @@ SETTINGS: tuple[type[BaseSettings], ...] = (
     RunnerSettings,
     WorkerSettings,
     MonitoringSettings,
+    CanarySettings,
     DecisionSettings,
     ReasonSettings,
     TrainingConfig,
