@@ -75,7 +75,7 @@ class ScoringPipeline:
     async def answer(self, applications: list[Application], explain: bool) -> ScoreResponse:
         """Refused (503, Retry-After) while the prediction log cannot take more rows: an answer
         that could not be logged is never given."""
-        if not self.monitor.accepting:
+        if not await self.monitor.room_in_log():
             raise ServiceUnavailable("prediction log backlog full, retry later")
         records = [application.model_dump() for application in applications]
         ids = [application.request_id or next(self.request_ids) for application in applications]

@@ -3,6 +3,7 @@ window and the prediction log, behind one object so the endpoint stays a list of
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -16,6 +17,8 @@ from monitoring import metrics
 from monitoring.drift import DriftWindow
 from monitoring.prediction_log import PredictionLog
 from monitoring.settings import MonitoringSettings
+
+ROOM_POLL_S = 0.01  # how often a request waiting for room in the log looks again
 
 
 class ServingMonitor:
@@ -144,6 +147,23 @@ class ServingMonitor:
     def accepting(self) -> bool:
         """Whether the prediction log can take this request's rows (``PredictionLog``)."""
         return self.log.accepting
+
+    async def room_in_log(self) -> bool:
+        """Whether the log takes rows now, or within ``prediction_log_admission_wait_s``.
+
+        Backpressure before refusal: batched traffic fills the log's memory bound in bursts
+        (20,000 rows is under a second of 256-application requests) that the spooler empties
+        within its next commits. A request that waits for that answers 200 a little later, and
+        a closed-loop client slows to what the log sustains; only a log that stays full (its
+        disk failing, the database away until the spool is full) is refused with 503."""
+        if self.log.accepting:
+            return True
+        deadline = time.monotonic() + self.settings.prediction_log_admission_wait_s
+        while time.monotonic() < deadline:
+            await asyncio.sleep(ROOM_POLL_S)
+            if self.log.accepting:
+                return True
+        return False
 
     def close(self) -> None:
         self.log.close()

@@ -50,6 +50,12 @@ class MonitoringSettings(BaseSettings):
         description="Answered rows a worker may hold in memory, not yet spooled, before the "
         "API refuses requests (503).",
     )
+    prediction_log_admission_wait_s: float = Field(
+        2.0,
+        ge=0,
+        description="Longest a request waits for room in the prediction log (memory bound) "
+        "before 503: a surge waits for the spooler, a stuck log is refused.",
+    )
     prediction_log_drain_s: float = Field(
         20.0,
         ge=0,

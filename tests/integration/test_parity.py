@@ -50,7 +50,7 @@ def test_service_path_reproduces_training_matrix_and_probabilities(champion):
 
     api = CreditRiskAPI()  # no runner served beside it: BentoML builds one in this process
     spy = SpyModels(api.scorer.models)  # what the scorer hands the model (over HTTP: tests/e2e)
-    api.pipeline.scorer = LocalScorer(spy, api.scorer.calls['predict', 'champion'].max_rows)
+    api.pipeline.scorer = LocalScorer(spy, api.scorer.calls["predict", "champion"].max_rows)
     served: list[float] = []
     for start in range(0, len(records), MAX_APPLICATIONS_PER_REQUEST):
         chunk = records[start : start + MAX_APPLICATIONS_PER_REQUEST]
