@@ -135,20 +135,22 @@ class ScoreHandler:
                 await discard_body(receive, DISCARD_MAX_BYTES, DISCARD_MAX_S)
                 await self.refuse(send, too_large(self.max_body_bytes, []))
                 return
-            if body is None:  # the client went away before sending its request
+            if body is None:  # the client went away: no answer can reach it (read_body)
                 return
             await respond(send, *await self.answer(body))
         finally:
             self.in_flight -= 1
 
     async def answer(self, body: bytes) -> Answer:
-        """Status, JSON body and headers for one request body."""
-        document, refused = parse_body(body)
-        if refused is not None:
-            return self.refused(refused)
+        """Status, JSON body and headers for one request body; any error of the service's
+        own is answered 500 here, with its traceback in the log."""
         try:
+            document, refused = parse_body(body)
+            if refused is not None:
+                return self.refused(refused)
             request: Any = self.input_model.model_validate(document)
             response = await self.pipeline().answer(request.applications, request.explain)
+            return 200, response.__pydantic_serializer__.to_json(response), []
         except ValidationError as error:
             return 400, validation_error(error, self.input_model, body), []
         except BentoMLException as error:  # the model stage unavailable, the log full: 503
@@ -158,7 +160,6 @@ class ScoreHandler:
         except Exception:
             log.exception("%s failed", SCORE_PATH)
             return 500, UNEXPECTED, []
-        return 200, response.__pydantic_serializer__.to_json(response), []
 
     @staticmethod
     def refused(refusal: Refusal) -> Answer:

@@ -357,11 +357,13 @@ class PredictionLog:
             self._publish()
 
     def _prepare(self) -> None:
-        """The table, its missing columns and indexes, once per contact with the database."""
+        """The table, its missing columns and indexes, once per contact with the database.
+        Workers starting together on one database run this at the same moment: a step a
+        sibling took first is no failure (``create_table``)."""
         if self._prepared:
             return
         try:
-            METADATA.create_all(self.engine)
+            create_table(self.engine)
             add_missing_columns(self.engine)
             add_missing_indexes(self.engine)
         except Exception as error:
@@ -592,17 +594,42 @@ def delete_expired(
             return deleted
 
 
+def create_table(engine: sa.Engine, table: sa.Table = PREDICTIONS) -> None:
+    """The log's table (or another beside it), where it is missing (the log's indexes:
+    ``add_missing_indexes``).
+
+    API workers starting together on one database each find the table missing and create it.
+    A plain ``CREATE TABLE`` (SQLAlchemy's ``create_all``: look, then create) failed for all
+    but the first ("table predictions already exists"), logged at ERROR as rows that could not
+    be written although the retry wrote them. ``IF NOT EXISTS`` settles it in the database;
+    PostgreSQL can still refuse the loser of two concurrent creations (a duplicate row in its
+    catalog), so a failure after which the table is there is a sibling's creation."""
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.schema.CreateTable(table, if_not_exists=True))
+    except sa.exc.DBAPIError:
+        if not sa.inspect(engine).has_table(table.name):
+            raise
+
+
 def add_missing_columns(engine: sa.Engine) -> None:
     """A log created by an older release lacks newer (nullable) columns: add them, so an
-    upgraded service writes into the same table instead of failing every insert."""
+    upgraded service writes into the same table instead of failing every insert. One
+    transaction per column, and a column a sibling worker added meanwhile is no failure."""
     present = {column["name"] for column in sa.inspect(engine).get_columns(PREDICTIONS.name)}
-    with engine.begin() as connection:
-        for column in PREDICTIONS.columns:
-            if column.name not in present:
-                kind = column.type.compile(dialect=engine.dialect)
+    for column in PREDICTIONS.columns:
+        if column.name in present:
+            continue
+        kind = column.type.compile(dialect=engine.dialect)
+        try:
+            with engine.begin() as connection:
                 connection.execute(
                     sa.text(f"ALTER TABLE {PREDICTIONS.name} ADD COLUMN {column.name} {kind}")
                 )
+        except sa.exc.DBAPIError:
+            columns = sa.inspect(engine).get_columns(PREDICTIONS.name)
+            if column.name not in {added["name"] for added in columns}:
+                raise
 
 
 def add_missing_indexes(engine: sa.Engine) -> None:
@@ -618,7 +645,14 @@ def add_missing_indexes(engine: sa.Engine) -> None:
         try:
             with engine.begin() as connection:
                 connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
-        except sa.exc.IntegrityError:
+        except sa.exc.DBAPIError as error:
+            # PostgreSQL can refuse the loser of two concurrent creations (a duplicate row in
+            # its catalog, an IntegrityError too): the index a sibling made is no failure
+            indexes = sa.inspect(engine).get_indexes(PREDICTIONS.name)
+            if index.name in {made["name"] for made in indexes}:
+                continue
+            if not isinstance(error, sa.exc.IntegrityError):
+                raise
             log.error(
                 "prediction log: index %s not created, the table holds duplicate keys; find "
                 "them with SELECT request_id, role, COUNT(*) FROM %s GROUP BY 1, 2 HAVING "

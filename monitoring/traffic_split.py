@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import sqlalchemy as sa
 
 from monitoring.credentials import redacted_errors
-from monitoring.prediction_log import open_engine
+from monitoring.prediction_log import create_table, open_engine
 
 METADATA = sa.MetaData()
 SPLITS = sa.Table(
@@ -34,15 +34,19 @@ SPLITS = sa.Table(
 )
 
 
-def create_table(engine: sa.Engine, attempts: int = 6) -> None:
-    """Create the table unless it exists. Workers starting together (and the prediction log's
-    own writer, on one SQLite file) race for the schema: SQLite answers a loser "database is
-    locked" at once rather than waiting, so the creation is tried again after a short pause."""
+def create_split_table(engine: sa.Engine, attempts: int = 6) -> None:
+    """The table and its index, unless they exist (``prediction_log.create_table``: workers
+    starting together race for it). SQLite answers a writer that meets another's schema change
+    "database is locked" at once rather than waiting, so the creation is tried again after a
+    short pause."""
     for attempt in range(attempts):
         try:
-            METADATA.create_all(engine)
+            create_table(engine, SPLITS)
+            with engine.begin() as connection:
+                for index in SPLITS.indexes:
+                    connection.execute(sa.schema.CreateIndex(index, if_not_exists=True))
             return
-        except sa.exc.OperationalError:
+        except sa.exc.DBAPIError:
             if attempt == attempts - 1:
                 raise
             time.sleep(0.05 * 2**attempt)
@@ -67,7 +71,7 @@ class TrafficSplitStore:
     def _engine(self) -> sa.Engine:
         if self.engine is None:
             engine = open_engine(self.url)
-            create_table(engine)
+            create_split_table(engine)
             self.engine = engine
         return self.engine
 

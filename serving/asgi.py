@@ -1,12 +1,22 @@
 """The ASGI types every handler here is written against (the API's and the runner's), the one
-way they read a request body, and the one way they write a response."""
+way they read a request body, the one way they write a response, and the guarantee that every
+request is answered (``answered``)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
+
+from serving.log_summary import RepeatedWarnings
+
+log = logging.getLogger(__name__)
+# A request left unanswered is told once with its traceback, then one line per interval with
+# a count: while a dependency is away every readiness probe fails the same way.
+TOLD: set[str] = set()
+UNANSWERED_AGAIN = RepeatedWarnings(log)
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -24,7 +34,12 @@ class BodyTooLargeError(Exception):
 
 async def read_body(receive: Receive, max_body_bytes: int) -> bytes | None:
     """The whole request body, or None when the client went away first; raises
-    ``BodyTooLargeError`` on the chunk that crosses the limit, without reading further."""
+    ``BodyTooLargeError`` on the chunk that crosses the limit, without reading further.
+
+    After None the caller returns without answering, which is right: uvicorn hands the app
+    ``http.disconnect`` before the response only once the connection is lost
+    (``RequestResponseCycle.receive``), drops anything sent after it, and does not log an
+    unanswered request whose client is gone."""
     chunks: list[bytes] = []
     size = 0
     while True:
@@ -76,3 +91,64 @@ async def respond(
 def error_json(reason: str, detail: list[Any] | None = None) -> bytes:
     """The error shape every refusal here shares (``credit_risk.contract.ErrorResponse``)."""
     return json.dumps({"error": reason, "detail": detail or []}, separators=(",", ":")).encode()
+
+
+UNANSWERED = error_json("the request failed before it was answered, see the server log")
+
+
+async def answered(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> None:
+    """``app`` on one HTTP request, which ends answered or with its client gone.
+
+    Why: BentoML's ``TimeoutMiddleware`` (``traffic.timeout``, outside every user middleware)
+    runs the request in a task of its own and waits only for the first message sent or its
+    timeout. A request that raised before answering, or returned without a word, was held for
+    the whole timeout (15 s on the API), then returned unanswered with its error unseen:
+    uvicorn logged "ASGI callable returned without starting response." at ERROR and sent a
+    bare 500 (upstream: bentoml/BentoML PR #5670, open). BentoML's own ``/readyz`` does
+    raise: its probe of the runner lets a refused connection, or a runner slower than 5 s to
+    answer (aiohttp's ``TimeoutError``), escape. Here such a request is answered 500 at once
+    and the error logged (the first time with its traceback, then one line per interval).
+    An error after the response started is raised as before (the response can no longer be
+    changed), and so is the cancellation of the request itself (BentoML's timeout, which
+    answers 504). A client that went away gets no answer and no ERROR: nothing can reach it,
+    and uvicorn does not log its unanswered request either."""
+    started = False
+    gone = False
+
+    async def watched_receive() -> Message:
+        nonlocal gone
+        message = await receive()
+        gone = gone or message["type"] == "http.disconnect"
+        return message
+
+    async def watched_send(message: Message) -> None:
+        nonlocal started
+        started = started or message["type"] == "http.response.start"
+        await send(message)
+
+    error: BaseException | None = None
+    try:
+        await app(scope, watched_receive, watched_send)
+    except asyncio.CancelledError as cancelled:
+        task = asyncio.current_task()
+        if started or (task is not None and task.cancelling()):
+            raise  # the request itself was cancelled
+        error = cancelled  # an inner future's cancellation, not the request's
+    except Exception as raised:
+        if started:
+            raise
+        error = raised
+    if started:
+        return
+    request = f"{scope.get('method')} {scope.get('path')}"
+    failure = "returned" if error is None else f"raised {type(error).__name__}"
+    if gone:
+        log.debug("%s %s before answering, its client gone", request, failure, exc_info=error)
+        return
+    reason = f"{request} {failure} before answering: answered 500"
+    if reason in TOLD:
+        UNANSWERED_AGAIN.warning(reason)
+    else:
+        TOLD.add(reason)
+        log.error("%s", reason, exc_info=error)
+    await respond(send, 500, UNANSWERED, [(b"connection", b"close")])

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from serving.asgi import ASGIApp, Message, Receive, Scope, Send, error_json, respond
+from serving.asgi import ASGIApp, Message, Receive, Scope, Send, answered, error_json, respond
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,11 @@ class Drain:
 class DrainGate:
     """ASGI middleware feeding ``drain``: counts requests in flight; while draining, refuses
     new requests on ``refuse_paths`` (503 + ``Retry-After``) and, with ``close_connections``,
-    closes every connection after its response."""
+    closes every connection after its response.
+
+    The first of the service's own layers, right inside BentoML's timeout, so every request it
+    admits, BentoML's routes included, ends answered or with its client gone
+    (``serving.asgi.answered``): none is held to the timeout and left unanswered."""
 
     def __init__(
         self,
@@ -118,7 +122,9 @@ class DrainGate:
             return
         self.drain.admitted()
         try:
-            await self.app(scope, receive, self.closing(send) if self.close_connections else send)
+            await answered(
+                self.app, scope, receive, self.closing(send) if self.close_connections else send
+            )
         finally:
             self.drain.finished()
 

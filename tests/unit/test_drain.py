@@ -5,9 +5,11 @@ stops only once drained, and then stops listening for every process sharing its 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import socket
+import time
 
 import pytest
 
@@ -142,3 +144,129 @@ def test_sigterm_is_handed_to_the_server_only_once_drained():
     assert draining
     assert before == []
     assert handed == [signal.SIGTERM]
+
+
+class Unanswered:
+    """An app that fails to answer one way: raises, is cancelled by an inner future, returns
+    without a word, or raises once its response has started."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+
+    async def __call__(self, scope, receive, send) -> None:
+        await receive()
+        if self.how == "started, then raises":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            raise RuntimeError("after the start")
+        if self.how == "raises":
+            raise RuntimeError("a probe failed")
+        if self.how == "stray cancellation":
+            inner = asyncio.get_running_loop().create_future()
+            inner.cancel()
+            await inner
+        # "returns": nothing sent
+
+
+def gate_call(app, receive_messages: list[dict]) -> list[dict]:
+    sent: list[dict] = []
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    async def receive():
+        return receive_messages.pop(0) if receive_messages else {"type": "http.disconnect"}
+
+    scope = {"type": "http", "method": "GET", "path": "/readyz", "headers": []}
+    asyncio.run(DrainGate(app, Drain(min_s=0, quiet_s=0, timeout_s=5))(scope, receive, send))
+    return sent
+
+
+@pytest.fixture(autouse=True)
+def nothing_told_yet(monkeypatch):
+    """Each test starts with no unanswered request told (serving.asgi logs each kind once)."""
+    monkeypatch.setattr("serving.asgi.TOLD", set())
+
+
+@pytest.mark.parametrize("how", ["raises", "stray cancellation", "returns"])
+def test_a_request_left_unanswered_is_answered_500_and_logged(how, caplog):
+    """What BentoML's timeout middleware would hold for its whole timeout and then leave to
+    uvicorn ("ASGI callable returned without starting response.") is answered at once."""
+    sent = gate_call(Unanswered(how), [{"type": "http.request", "body": b""}])
+    assert sent[0]["status"] == 500
+    assert (b"connection", b"close") in sent[0]["headers"]
+    assert b"server log" in sent[1]["body"]
+    (record,) = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert record.getMessage().startswith("GET /readyz ")
+    assert "answered 500" in record.getMessage()
+    assert (record.exc_info is not None) == (how != "returns")
+
+
+def test_the_same_failure_again_is_one_line_without_its_traceback(caplog):
+    """Every readiness probe fails the same way while the runner is away: one traceback."""
+    for _ in range(3):
+        sent = gate_call(Unanswered("raises"), [{"type": "http.request", "body": b""}])
+        assert sent[0]["status"] == 500
+    records = [r for r in caplog.records if r.name == "serving.asgi"]
+    assert [r.levelno for r in records] == [logging.ERROR, logging.WARNING]
+    assert records[1].exc_info is None
+    assert records[1].getMessage() == records[0].getMessage()
+
+
+@pytest.mark.parametrize("how", ["raises", "returns"])
+def test_a_request_whose_client_went_away_gets_no_answer_and_no_error(how, caplog):
+    sent = gate_call(Unanswered(how), [{"type": "http.disconnect"}])
+    assert sent == []
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+def test_an_error_after_the_response_started_is_raised_as_before():
+    with pytest.raises(RuntimeError, match="after the start"):
+        gate_call(Unanswered("started, then raises"), [{"type": "http.request", "body": b""}])
+
+
+def test_the_requests_own_cancellation_is_not_answered():
+    """The cancellation of the request itself (BentoML's timeout, which answers 504) goes on."""
+    sent: list[dict] = []
+    drain = Drain(min_s=0, quiet_s=0, timeout_s=5)
+
+    async def slow(scope, receive, send) -> None:
+        await asyncio.sleep(10)
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    async def main() -> None:
+        scope = {"type": "http", "method": "POST", "path": "/score", "headers": []}
+        task = asyncio.ensure_future(DrainGate(slow, drain)(scope, asyncio.sleep, send))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(main())
+    assert sent == []
+    assert drain.in_flight == 0
+
+
+def test_behind_bentomls_timeout_a_failed_request_is_answered_at_once(caplog):
+    """BentoML's TimeoutMiddleware waits for the first message sent or its timeout: a request
+    that raised before answering was held for the timeout, then returned unanswered."""
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    sent: list[dict] = []
+
+    async def send(message) -> None:
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    async def main() -> float:
+        gate = DrainGate(Unanswered("raises"), Drain(min_s=0, quiet_s=0, timeout_s=5))
+        scope = {"type": "http", "method": "GET", "path": "/readyz", "headers": []}
+        started = time.monotonic()
+        await TimeoutMiddleware(gate, timeout=5)(scope, receive, send)
+        return time.monotonic() - started
+
+    assert asyncio.run(main()) < 1
+    assert sent[0]["status"] == 500

@@ -10,8 +10,10 @@ tests/integration/test_prediction_log_postgres.py."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -612,3 +614,41 @@ def test_failures_that_repeat_are_logged_once_per_interval_with_a_count(
     assert " (x" in lines[1]
     assert "in the last" in lines[1]
     assert request_ids(url) == ["late"]
+
+
+@contextmanager
+def creations_in_step(parties: int) -> Iterator[None]:
+    """Every engine's ``CREATE TABLE`` of the log waits until ``parties`` of them are about to
+    run: workers that start together have each found the table missing before any creates it,
+    the race a host's API workers run on one database at start-up, made certain."""
+    barrier = threading.Barrier(parties)
+
+    def in_step(_conn, _cursor, statement: str, *_: object) -> None:
+        if statement.lstrip().upper().startswith("CREATE TABLE") and PREDICTIONS.name in statement:
+            barrier.wait(timeout=10)
+
+    sa.event.listen(sa.engine.Engine, "before_cursor_execute", in_step)
+    try:
+        yield
+    finally:
+        sa.event.remove(sa.engine.Engine, "before_cursor_execute", in_step)
+
+
+def test_workers_creating_the_log_together_both_write_and_log_no_error(tmp_path, caplog):
+    """Two workers' first contact with one new SQLite file: both create the table at once, the
+    loser is no failure (no ERROR, no retry) and both workers' rows arrive."""
+    url = f"sqlite:///{tmp_path / 'log.db'}"
+    retries = LOG_SHIP_RETRIES._value.get()
+    with caplog.at_level(logging.INFO, logger="monitoring.prediction_log"), creations_in_step(2):
+        logs = [PredictionLog(url, settings=settings(tmp_path)) for _ in range(2)]
+        for number, worker_log in enumerate(logs):
+            worker_log.write([row(f"worker-{number}")])
+        for worker_log in logs:
+            worker_log.close()
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert errors == []
+    assert LOG_SHIP_RETRIES._value.get() == retries
+    assert sorted(request_ids(url)) == ["worker-0", "worker-1"]
+    with sa.create_engine(url).connect() as connection:
+        indexes = {index["name"] for index in sa.inspect(connection).get_indexes(PREDICTIONS.name)}
+    assert indexes == {index.name for index in PREDICTIONS.indexes}

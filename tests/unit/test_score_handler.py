@@ -175,6 +175,19 @@ def test_an_unexpected_failure_is_a_500_that_names_no_internals(make_record):
     assert b"secret" not in payload
 
 
+def test_a_failure_in_the_body_checks_is_a_500_too(make_record, monkeypatch):
+    """Nothing the handler runs on a body escapes it unanswered (behind BentoML's timeout an
+    escaped error went unanswered for the whole timeout: serving.asgi.answered)."""
+
+    def broken(_body: bytes) -> None:
+        raise RuntimeError("a bug in the checks")
+
+    monkeypatch.setattr("api.score_handler.parse_body", broken)
+    status, _, payload = call(endpoint_for(Pipeline()), body([make_record()]))
+    assert status == 500
+    assert b"bug" not in payload
+
+
 def test_a_client_gone_before_its_body_gets_no_answer():
     pipeline = Pipeline()
     endpoint = endpoint_for(pipeline)
