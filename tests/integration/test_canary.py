@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+from functools import partial
 
 import bentoml
 import pytest
@@ -16,11 +17,12 @@ from tests_support import TINY_CONFIG
 from api.canary import CanarySplit
 from api.scorer import LocalScorer
 from api.scoring import Arm, ScoringPipeline
+from api.shadow import ShadowBatcher
 from credit_risk.contract import Application
 from credit_risk.reasons import ReasonCoder
 from credit_risk.records import contract_records
 from model_artifact.bundle import mlflow_folder, read_bundle
-from model_artifact.champion import read_champion, resolve_served_tags
+from model_artifact.champion import CanaryTag, read_champion, resolve_served_tags
 from model_artifact.settings import DecisionSettings, ReasonSettings
 from monitoring.prediction_log import read_predictions
 from monitoring.recorder import ServingMonitor
@@ -52,10 +54,18 @@ def weak_version(champion):
     return train(config, settings)
 
 
-def pipeline(champion_tag: str, canary_tag: str, share: float, log_url: str, **bounds: float):
+def pipeline(
+    champion_tag: str,
+    canary_tag: str,
+    share: float,
+    log_url: str,
+    challenger_tag: str | None = None,
+    **bounds: float,
+):
     """What service.py composes for one API worker, with a local scorer."""
+    challenger = bentoml.models.get(challenger_tag) if challenger_tag else None
     models = ServedModels.load(
-        bentoml.models.get(champion_tag), None, bentoml.models.get(canary_tag), "cpu", 1
+        bentoml.models.get(champion_tag), challenger, bentoml.models.get(canary_tag), "cpu", 1
     )
 
     def arm(role, tag):
@@ -68,20 +78,26 @@ def pipeline(champion_tag: str, canary_tag: str, share: float, log_url: str, **b
     monitor = ServingMonitor(
         read_bundle(mlflow_folder(champion_model)), champion_tag, {}, monitoring
     )
-    from model_artifact.champion import CanaryTag
-
     split = CanarySplit(
         CanaryTag(canary_tag, "2026-12-04T00:00:00+00:00", share),
         TrafficSplitStore(log_url),
         CanarySettings(**bounds),
     )
     split.refresh()
+    scorer = LocalScorer(models, 256)
+    shadow = None
+    if challenger_tag is not None:
+        shadow = ShadowBatcher(
+            read_bundle(mlflow_folder(challenger)).feature_params,
+            partial(scorer.predict, role="challenger"),
+            partial(monitor.record_challenger, model_tag=challenger_tag),
+        )
     scoring = ScoringPipeline(
         arm("champion", champion_tag),
-        LocalScorer(models, 256),
+        scorer,
         DecisionSettings(),
         monitor,
-        None,
+        shadow,
         canary=arm("canary", canary_tag),
         split=split,
     )
@@ -177,6 +193,32 @@ def test_rows_are_split_sticky_and_logged_by_arm(champion, candidate, registry, 
     assert len(logged) == tags.count(canary.bento_model_tag)
     assert {row["model_tag"] for row in logged.values()} == {canary.bento_model_tag}
     assert len(read_predictions(log_url, "champion")) == tags.count(report.bento_model_tag)
+
+
+def test_a_shadow_challenger_scores_the_rows_of_both_arms(
+    champion, candidate, weak_version, registry, tmp_path
+):
+    _, _, report = champion
+    canary = promote(registry, version=candidate.registered_version, role="canary", share=0.25)
+    policy = PromotionSettings(promotion_max_auc_drop=0.2, promotion_min_test_auc=0.6)
+    challenger = promote(
+        registry, version=weak_version.registered_version, role="challenger", policy=policy
+    )
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    scoring, _ = pipeline(
+        report.bento_model_tag,
+        canary.bento_model_tag,
+        0.25,
+        log_url,
+        challenger_tag=challenger.bento_model_tag,
+        min_rows=10**6,
+    )
+    results = answer_all(scoring, applications(400, "shadowed"))
+    asyncio.run(scoring.shadow.flush())
+    scoring.monitor.close()
+    shadowed = {row["request_id"] for row in read_predictions(log_url, "challenger")}
+    assert shadowed == {r.request_id for r in results}  # champion's and canary's rows alike
+    assert {r.model_tag for r in results} == {report.bento_model_tag, canary.bento_model_tag}
 
 
 def test_a_canary_that_fails_at_runtime_is_answered_by_the_champion_then_rolled_back(
