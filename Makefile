@@ -84,6 +84,10 @@ smoke: setup ## headless Locust smoke run (a master and LOCUST_PROCESSES workers
 bench: setup ## side by side vs mlflow models serve and the floors -> loadtests/reports/bench-<stamp>/ (needs `make bento`)
 	$(BIN)/python -m loadtests.bench.side_by_side --processes $(LOCUST_PROCESSES)
 
+.PHONY: bench-canary
+bench-canary: setup ## the canary split's cost: the default topology with and without a 25% canary, 9 closed-loop rounds (needs `make bento`)
+	$(BIN)/python -m loadtests.bench.side_by_side --only project canary --rounds 9 --no-capacity
+
 batch-bench: setup ## batch rows/s: torch core, batch.score, Dask 1 and 2 workers -> loadtests/reports/batch-<stamp>/ (needs `make promote`)
 	$(BIN)/python -m loadtests.bench.batch_throughput
 

@@ -95,6 +95,17 @@ REASONS_OFF = "in-process, 2 workers, a decline: principal reasons off"
 CANARY = "project with a canary deciding 25% (the champion's model again)"
 FLOORS = (TRIVIAL, BARE)  # no capacity search: they do nothing
 NO_CAPACITY = (*FLOORS, CANARY)  # the canary pair is compared closed-loop
+SYSTEM_KEYS = {
+    "project": PROJECT,
+    "canary": CANARY,
+    "inprocess": IN_PROCESS,
+    "mlflow": MLFLOW,
+    "mlflow2": MLFLOW_2,
+    "trivial": TRIVIAL,
+    "bare": BARE,
+    "reasons-on": REASONS_ON,
+    "reasons-off": REASONS_OFF,
+}
 IN_PROCESS_ENV = (("CREDIT_RISK_RUNNER_MODE", "inprocess"), ("CREDIT_RISK_API_WORKERS", "2"))
 
 
@@ -223,13 +234,22 @@ def spread(values: list[float], digits: int = 0) -> str:
 
 
 def start(system: System, folder: Path) -> Server:
+    """The system's server, with a prediction log and spool of its own: the systems never
+    share (and contend for) one SQLite file, and every run starts from an empty log, not from
+    whatever the developer's log has grown to."""
+    name = f"{abs(hash(system.name))}"
+    own_log = {
+        "CREDIT_RISK_PREDICTION_LOG_URL": f"sqlite:///{folder / name}-predictions.db",
+        "CREDIT_RISK_PREDICTION_LOG_SPOOL_DIR": str(folder / f"{name}-spool"),
+    }
     return Server(
         system.target,
-        folder / f"{abs(hash(system.name))}.log",
+        folder / f"{name}.log",
         # the venv's bin on PATH: `mlflow models serve` starts `uvicorn` by name
         dict(os.environ)
         | {"PATH": f"{BIN}:{os.environ['PATH']}"}
         | NO_CHALLENGER
+        | own_log
         | dict(system.env),
         cwd=SOURCE_ROOT,
         command=system.command,
@@ -247,10 +267,15 @@ def closed_round(server: Server, system: System) -> tuple[LoadResult, float]:
 
 
 def measure_all(
-    systems_: list[System], folder: Path, processes: int = PROCESSES
+    systems_: list[System],
+    folder: Path,
+    processes: int = PROCESSES,
+    rounds: int = ROUNDS,
+    capacity: bool = True,
 ) -> dict[str, Measured]:
-    """Every server up at once; ``ROUNDS`` rounds of bursts across them; then each
-    non-floor system's capacity, one at a time, paced by Locust on ``processes`` workers."""
+    """Every server up at once; ``rounds`` rounds of bursts across them; then (``capacity``)
+    each non-floor system's capacity, one at a time, paced by Locust on ``processes``
+    workers."""
     measured = {system.name: Measured() for system in systems_}
     with ExitStack() as stack:
         servers: dict[str, Server] = {}
@@ -260,7 +285,7 @@ def measure_all(
         for system in systems_:
             server = servers[system.name].wait_ready(timeout_s=600)
             burst(f"{server.url}{system.path}", system.body, CONNECTIONS, 20)  # warm-up
-        for round_ in range(1, ROUNDS + 1):
+        for round_ in range(1, rounds + 1):
             for system in systems_:
                 result, cpu_ms = closed_round(servers[system.name], system)
                 measured[system.name].rounds.append(result)
@@ -271,7 +296,7 @@ def measure_all(
                     f"errors {result.errors}",
                     flush=True,
                 )
-        for system in systems_:
+        for system in systems_ if capacity else []:
             if system.name in NO_CAPACITY:
                 continue
             server = servers[system.name]
@@ -303,9 +328,9 @@ def batch_scoring_rows_per_s(model: LoadedModel, thresholds: DecisionThresholds)
     return len(results) / (time.perf_counter() - start)
 
 
-def method() -> str:
+def method(rounds: int) -> str:
     return (
-        f"Closed loop: every server up at once, {ROUNDS} rounds across the systems of "
+        f"Closed loop: every server up at once, {rounds} rounds across the systems of "
         f"{CONNECTIONS} connections x {PER_CONNECTION} requests, one application each, aiohttp "
         "client on the same machine; median (range) across rounds; CPU = the server's own CPU "
         "time (all its processes) per request. Capacity: open-loop Poisson arrivals from the "
@@ -319,6 +344,8 @@ def method() -> str:
 
 def ratio_row(name: str, measured: dict[str, Measured], top: str, bottom: str, target: str) -> str:
     """A ratio of medians, with the same ratio round by round beside it (does it hold?)."""
+    if top not in measured or bottom not in measured:
+        return f"| {name} | not measured | | {target} |"
     per_round = [a / b for a, b in zip(measured[top].rps, measured[bottom].rps, strict=True)]
     median = statistics.median(measured[top].rps) / statistics.median(measured[bottom].rps)
     rounds = ", ".join(f"{value:.2f}" for value in per_round)
@@ -326,6 +353,8 @@ def ratio_row(name: str, measured: dict[str, Measured], top: str, bottom: str, t
 
 
 def capacity_ratio(measured: dict[str, Measured], top: str, bottom: str) -> str:
+    if top not in measured or bottom not in measured:
+        return "not measured"
     high, low = measured[top].capacity, measured[bottom].capacity
     return f"{high / low:.2f}" if high and low else "n/a"
 
@@ -345,6 +374,16 @@ def main(argv: list[str] | None = None) -> None:
         default=PROCESSES,
         help="Locust worker processes per capacity step (-1: one per core; 0: one process)",
     )
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        choices=sorted(SYSTEM_KEYS),
+        help="measure these systems alone (e.g. `--only project canary` for the split's cost)",
+    )
+    parser.add_argument("--rounds", type=int, default=ROUNDS, help="closed-loop rounds")
+    parser.add_argument(
+        "--no-capacity", action="store_true", help="closed-loop rounds only, no capacity search"
+    )
     args = parser.parse_args(argv)
     np.seterr(all="ignore")
     torch.set_num_threads(1)  # the runner worker's setting: one core per worker
@@ -360,16 +399,18 @@ def main(argv: list[str] | None = None) -> None:
     thresholds = DecisionSettings()
     declined = first_declined(model, thresholds)
     with tempfile.TemporaryDirectory() as folder:
+        chosen = systems(registry, record, matrix_row, declined, model.tag)
+        if args.only:
+            names = {SYSTEM_KEYS[key] for key in args.only}
+            chosen = [system for system in chosen if system.name in names]
         measured = measure_all(
-            systems(registry, record, matrix_row, declined, model.tag),
-            Path(folder),
-            args.processes,
+            chosen, Path(folder), args.processes, args.rounds, capacity=not args.no_capacity
         )
     lines = [
         f"# Benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         machine,
-        method(),
+        method(args.rounds),
         "",
         "| system | req/s | p99 ms | CPU ms/request | non-2xx | "
         f"capacity at p99 <= {SLO_P99_MS:.0f} ms (req/s) |",

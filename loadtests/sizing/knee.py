@@ -63,6 +63,7 @@ class Step:
     generator_peak_cpu_percent: float = 0.0  # the busiest generator process, % of one core
     generator_processes: int = 0  # how many processes generated the load (0: not measured)
     sent_late: int = 0  # arrivals the generator itself sent late
+    applications: int = 1  # applications (rows) in each request of the step
 
     @classmethod
     def of(
@@ -72,8 +73,10 @@ class Step:
         result: LoadResult,
         server_cpu_percent: float,
         server_rss_mb: float,
+        applications: int = 1,
     ) -> Step:
-        """The step at ``rate`` from what its generator saw over a ``window_s`` window."""
+        """The step at ``rate`` requests/s of ``applications`` each, from what its generator
+        saw over a ``window_s`` window."""
         return cls(
             offered_rps=round(float(rate), 1),
             achieved_rps=round(result.requests_per_s, 1),
@@ -90,7 +93,17 @@ class Step:
             generator_peak_cpu_percent=round(result.generator_peak_cpu_percent, 1),
             generator_processes=len(result.generator),
             sent_late=result.sent_late,
+            applications=applications,
         )
+
+    @property
+    def offered_rows_per_s(self) -> float:
+        """Applications offered per second: requests x applications per request."""
+        return round(self.offered_rps * self.applications, 1)
+
+    @property
+    def achieved_rows_per_s(self) -> float:
+        return round(self.achieved_rps * self.applications, 1)
 
     @property
     def generator_saturated(self) -> bool:
@@ -194,13 +207,34 @@ def capacity(steps: list[Step], slo_p99_ms: float) -> float:
 @dataclass
 class Measured:
     """One served configuration (its name, the instance it runs on, its environment) and the
-    steps measured on it; ``slos_p99_ms`` are the SLOs its search looked for."""
+    steps measured on it, all at one number of applications per request; ``slos_p99_ms`` are
+    the SLOs its search looked for. Rates and capacities are requests/s; a request's p99 is
+    what the SLO bounds, whatever it carries."""
 
     name: str
     instance: str
     env: dict[str, str]
     steps: list[Step] = field(default_factory=list)
     slos_p99_ms: tuple[float, ...] = ()
+
+    @property
+    def applications(self) -> int:
+        """Applications per request of its steps (1 before any step is measured)."""
+        found = {s.applications for s in self.steps} or {1}
+        if len(found) > 1:
+            raise ValueError(f"{self.name}: steps of {sorted(found)} applications per request")
+        return found.pop()
+
+    @property
+    def label(self) -> str:
+        """The name, with the batch size when a request carries more than one application."""
+        if self.applications == 1:
+            return self.name
+        return f"{self.name}, {self.applications} applications/request"
+
+    def capacity_rows_per_s(self, slo_p99_ms: float) -> float:
+        """The capacity in applications (rows) per second: requests/s x applications."""
+        return round(self.capacity(slo_p99_ms) * self.applications, 1)
 
     def capacity(self, slo_p99_ms: float) -> float:
         """Fitted per SLO; a looser SLO never gets less than a tighter one did (each SLO's fit

@@ -3,9 +3,11 @@ the knee search with one bounded load step at a time, each with the server's CPU
 
 One load drives every step: the Locust scenario paced as an open-loop Poisson source, a master
 and worker processes (``loadtests/load/locust_run.py``), with the API's real applications, or
-with one fixed body for a server that does not speak the API contract (the runner's matrix API
-here, other servers in the benchmark). Each step keeps the generator's own CPU beside the
-server's, so a step the generator could not drive is known
+with one fixed body: for a server that does not speak the API contract (the runner's matrix API
+here, other servers in the benchmark), and for requests of several applications each (a body of
+that many real applications, sampled once: ``score_body``), searched on the batch size's own
+step grid (``grid.step_grid``) so that no step asks for an absurd rate of rows. Each step keeps
+the generator's own CPU beside the server's, so a step the generator could not drive is known
 (``knee.Step.generator_saturated``). Loopback only; every step is bounded in time and rate.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -29,12 +32,14 @@ from loadtests.load.locust_run import PROCESSES, FixedRequest, paced_run
 from loadtests.load.server import NO_CHALLENGER, Server
 from loadtests.load.traffic import application_pool
 from loadtests.sizing import knee
+from loadtests.sizing.grid import step_grid
 from loadtests.sizing.knee import Measured, Step
 from model_artifact.loaded_model import load_served_model
 from model_artifact.settings import RegistrySettings
 from model_artifact.torch_scorer import select_device
 
 WARM_UP_S = 8.0
+SAMPLE_SEED = 7  # which real applications a batched body holds: the same in every run
 RUNNER_ALONE = "runner alone (pre-built matrices)"
 
 Load = Callable[[float, float], LoadResult]  # (rate, seconds) -> what one step saw
@@ -63,27 +68,33 @@ def tree_usage(process: psutil.Process) -> tuple[float, float]:
     return cpu, rss
 
 
-def run_step(server: Server, load: Load, rate: float, seconds: float) -> Step:
-    """One step at ``rate``, with the server's CPU and memory over it. Server CPU is its CPU
-    time over the whole call (a Locust warm-up adds one connection per user) per second of the
-    measured window."""
+def run_step(
+    server: Server, load: Load, rate: float, seconds: float, applications: int = 1
+) -> Step:
+    """One step at ``rate`` requests/s of ``applications`` each, with the server's CPU and
+    memory over it. Server CPU is its CPU time over the whole call (a Locust warm-up adds one
+    connection per user) per second of the measured window."""
     process = psutil.Process(server.process.pid)
     cpu_before, _ = tree_usage(process)
     result = load(rate, seconds)
     cpu_after, rss = tree_usage(process)
     cpu_percent = (cpu_after - cpu_before) / result.elapsed_s * 100
-    return Step.of(rate, seconds, result, cpu_percent, rss)
+    return Step.of(rate, seconds, result, cpu_percent, rss, applications)
 
 
-def search(server: Server, load: Load, grid: Mapping[str, Any], name: str) -> list[Step]:
-    """The knee search (``knee.search``) with ``load``, printing each step as it ends. Every
-    step has the same window: a longer one meets more of the host's stalls, so steps of
-    different lengths near the knee would not lie on one latency curve."""
+def search(
+    server: Server, load: Load, grid: Mapping[str, Any], name: str, applications: int = 1
+) -> list[Step]:
+    """The knee search (``knee.search``) with ``load`` on ``grid`` (already the batch size's
+    own), printing each step as it ends. Every step has the same window: a longer one meets
+    more of the host's stalls, so steps of different lengths near the knee would not lie on one
+    latency curve."""
 
     def step(rate: float) -> Step:
-        done = run_step(server, load, rate, grid["step_seconds"])
+        done = run_step(server, load, rate, grid["step_seconds"], applications)
         print(
-            f"  {name}: {done.offered_rps} req/s -> p99 {done.p99_ms} ms, "
+            f"  {name}: {done.offered_rps} req/s ({done.offered_rows_per_s} rows/s) -> "
+            f"p99 {done.p99_ms} ms, "
             f"errors {done.errors} {done.error_kinds or ''}, cpu {done.server_cpu_percent}%, "
             f"generator cpu {done.generator_cpu_percent}% (busiest process "
             f"{done.generator_peak_cpu_percent}%, late {done.sent_late})"
@@ -113,23 +124,38 @@ def serving(env: Mapping[str, str]) -> Iterator[Server]:
             yield server
 
 
-def score_body() -> bytes:
-    """The warm-up body: one real application."""
-    return json.dumps({"applications": [application_pool()[0]]}).encode()
+def score_body(applications: int = 1) -> bytes:
+    """A body of real applications: the first of the data set alone (the warm-up body of
+    one-application requests), or ``applications`` of them sampled once with a fixed seed
+    (the fixed body of batched requests)."""
+    pool = application_pool()
+    chosen = (
+        [pool[0]] if applications == 1 else random.Random(SAMPLE_SEED).sample(pool, applications)
+    )
+    return json.dumps({"applications": chosen}).encode()
 
 
 def measure_configuration(
-    config: Mapping[str, Any], grid: Mapping[str, Any], processes: int = PROCESSES
+    config: Mapping[str, Any],
+    grid: Mapping[str, Any],
+    processes: int = PROCESSES,
+    applications: int = 1,
 ) -> Measured:
-    """One grid configuration (name, instance, env) served and searched with the Locust load
-    on ``processes`` workers."""
+    """One grid configuration (name, instance, env) served fresh and searched with the Locust
+    load on ``processes`` workers, in requests of ``applications`` each: the scenario's real
+    applications one at a time, or one fixed body of that many, on the batch size's own step
+    grid."""
     measured = Measured(
         config["name"], config["instance"], dict(config["env"]), [], tuple(grid["slos_p99_ms"])
     )
+    steps = step_grid(grid, applications)
+    body = score_body(applications)
     with serving(measured.env) as server:
-        load = locust_load(server.url, processes)
-        warm(f"{server.url}/score", score_body(), load, grid["start_rps"])
-        measured.steps = search(server, load, grid, measured.name)
+        fixed = FixedRequest("/score", body) if applications > 1 else None
+        load = locust_load(server.url, processes, fixed)
+        warm(f"{server.url}/score", body, load, steps["start_rps"])
+        label = f"{measured.name} x{applications}" if applications > 1 else measured.name
+        measured.steps = search(server, load, steps, label, applications)
     return measured
 
 

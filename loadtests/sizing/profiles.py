@@ -4,7 +4,8 @@ and the runner component in the overlay's kustomization.yaml when its topology h
     python -m loadtests.sizing.profiles --run loadtests/results/sizing-20261123-1452
 
 `make size` writes both profiles at the end of a run (``write_profiles``); this command writes
-them again from a stored run (its steps.csv and deployment.yaml) and the newest runner sweep
+them again from a stored run (its steps.csv, deployment.yaml and, where the run measured the
+prediction log, log-stage.json) and the newest runner sweep
 under loadtests/results/, and the run's deployment.yaml with them, so the run and the profiles
 show the same values. Each sizing.yaml is a kustomize patch of the objects in deploy/k8s/: the
 settings that pick the topology and worker counts (ConfigMap), replicas and CPU, memory and GPU
@@ -39,8 +40,10 @@ from typing import Any
 import yaml
 
 from loadtests import runs
-from loadtests.sizing import device_sizing, recommend, report
+from loadtests.sizing import device_sizing, log_stage, recommend, report
+from loadtests.sizing.grid import target_rows_per_s
 from loadtests.sizing.knee import Measured, Step
+from loadtests.sizing.log_stage import LogStage
 from loadtests.sizing.recommend import API, AVAILABILITY_FLOOR, RUNNER, Stage
 
 OVERLAYS = runs.LOADTESTS.parent / "deploy" / "k8s" / "overlays"
@@ -91,9 +94,11 @@ def cpu_profile(
     grid: Mapping[str, Any],
     prices: Mapping[str, Any],
     model_tag: str,
+    log: LogStage | None = None,
 ) -> Profile:
-    """The run's recommendation at its tightest SLO, as ``recommend.deployment`` sizes it."""
-    deployments = recommend.deployments(configurations, runner, grid, prices, model_tag)
+    """The run's recommendation at its tightest SLO, as ``recommend.deployment`` sizes it (the
+    prediction log's needs included, and said in the file's header when they set it)."""
+    deployments = recommend.deployments(configurations, runner, grid, prices, model_tag, log)
     if not deployments:
         raise ValueError("no configuration of the run met any SLO: nothing to deploy")
     first = deployments[0]
@@ -105,6 +110,7 @@ def cpu_profile(
         sized_from(first),
         dict(first.env),
         first.stages,
+        list(first.notes),
     )
 
 
@@ -126,6 +132,7 @@ def gpu_profile(
     grid: Mapping[str, Any],
     prices: Mapping[str, Any],
     model_tag: str,
+    log: LogStage | None = None,
 ) -> Profile:
     """The API tier of the cheapest remote-runner configuration (its own work does not grow with
     the model: features, contract, decisions), and a GPU runner for the sweep's model that needs
@@ -135,7 +142,7 @@ def gpu_profile(
     it from above since the API coalesces rows into fewer calls."""
     slo, headroom, target = min(grid["slos_p99_ms"]), grid["headroom"], grid["target_rps"]
     remote = [m for m in configurations if not recommend.in_process(m.env)]
-    option = recommend.recommend(remote, slo, grid, prices)
+    option = recommend.recommend(remote, slo, grid, prices, log)
     if option is None:
         raise ValueError(f"no remote-runner configuration met p99 <= {slo} ms")
     deployed = recommend.deployment(option, configurations, runner, grid, prices, model_tag)
@@ -146,7 +153,8 @@ def gpu_profile(
     (best,) = [
         r for r in rows if (r["model"], r["device"], r["slo_p99_ms"]) == (model, "cuda", runner_slo)
     ]
-    replicas = max(AVAILABILITY_FLOOR, math.ceil(target / (best["rows_per_s"] * headroom)))
+    rows_per_s = target_rows_per_s(grid)  # the GPU scores rows, however many a request carries
+    replicas = max(AVAILABILITY_FLOOR, math.ceil(rows_per_s / (best["rows_per_s"] * headroom)))
     # one vCPU per runner worker process, as many workers as carry a replica's share
     workers = math.ceil(target / replicas / (runner.capacity(slo) * headroom))
     gpu_runner = Stage(
@@ -173,6 +181,7 @@ def gpu_profile(
         env,
         (api, gpu_runner),
         [
+            *deployed.notes,
             f"The runner is sized for the sweep's model '{model}' (random weights of the served "
             "network's shape, widened), not the served model: serve a model that size with it.",
             f"Runner memory allows {CUDA_HOST_MIB} MiB per worker for the CUDA runtime: not "
@@ -349,6 +358,7 @@ def write_profiles(
     prices: Mapping[str, Any],
     model_tag: str,
     overlays: Path = OVERLAYS,
+    log: LogStage | None = None,
 ) -> Written:
     """Both profiles from one run's measurements (``run``: its folder, named in each file) and
     the newest runner sweep: each overlay's sizing.yaml, and its kustomization.yaml's
@@ -357,13 +367,15 @@ def write_profiles(
     tightest SLO and a sweep that puts a model on a GPU: a run without them still writes the
     CPU profile, and says why the GPU one was not."""
     source = display(run)
-    profiles = [cpu_profile(configurations, runner, grid, prices, model_tag)]
+    profiles = [cpu_profile(configurations, runner, grid, prices, model_tag, log)]
     skipped = []
     sweeps = device_sizing.load_sweeps(runs.RESULTS)
     try:
         if not sweeps:
             raise ValueError(f"no runner sweep under {display(runs.RESULTS)}")
-        profiles.append(gpu_profile(configurations, runner, sweeps[-1], grid, prices, model_tag))
+        profiles.append(
+            gpu_profile(configurations, runner, sweeps[-1], grid, prices, model_tag, log)
+        )
     except ValueError as error:
         skipped.append(f"gpu: {error}")
     written = []
@@ -396,29 +408,32 @@ def step_of(row: Mapping[str, str]) -> Step:
         generator_peak_cpu_percent=float(row.get("generator_peak_cpu_percent") or 0.0),
         generator_processes=int(row.get("generator_processes") or 0),
         sent_late=int(row.get("sent_late") or 0),
+        applications=int(row.get("applications_per_request") or 1),  # older runs: one
     )
 
 
 def read_run(folder: Path, grid: Mapping[str, Any]) -> tuple[list[Measured], Measured, str]:
-    """A stored run back as measurements: steps.csv per configuration (environment and instance
-    from the grid, by name), the runner-alone steps, and the model tag of deployment.yaml."""
+    """A stored run back as measurements: steps.csv per configuration and applications per
+    request (environment and instance from the grid, by name), the runner-alone steps, and the
+    model tag of deployment.yaml. The log stage, where the run measured it: ``log_stage.read``."""
     from loadtests.sizing.measure import RUNNER_ALONE  # imports BentoML: only when reading a run
 
     declared = {c["name"]: c for c in grid["configurations"]}
-    steps: dict[str, list[Step]] = {}
+    steps: dict[tuple[str, int], list[Step]] = {}
     with (folder / "steps.csv").open(newline="") as handle:
         for row in csv.DictReader(handle):
-            steps.setdefault(row["configuration"], []).append(step_of(row))
+            step = step_of(row)
+            steps.setdefault((row["configuration"], step.applications), []).append(step)
     slos = tuple(grid["slos_p99_ms"])
-    unknown = set(steps) - set(declared) - {RUNNER_ALONE}
+    unknown = {name for name, _ in steps} - set(declared) - {RUNNER_ALONE}
     if unknown:
         raise ValueError(f"{folder}: configurations not in the grid: {sorted(unknown)}")
     configurations = [
         Measured(name, declared[name]["instance"], dict(declared[name]["env"]), found, slos)
-        for name, found in steps.items()
+        for (name, _), found in steps.items()
         if name != RUNNER_ALONE
     ]
-    runner = Measured(RUNNER_ALONE, device_sizing.CPU_INSTANCE, {}, steps[RUNNER_ALONE], slos)
+    runner = Measured(RUNNER_ALONE, device_sizing.CPU_INSTANCE, {}, steps[RUNNER_ALONE, 1], slos)
     model_tag = next(yaml.safe_load_all((folder / "deployment.yaml").read_text()))["model_tag"]
     return configurations, runner, model_tag
 
@@ -436,10 +451,11 @@ def main(argv: list[str] | None = None) -> None:
     grid = yaml.safe_load(args.grid.read_text())
     prices = yaml.safe_load(args.prices.read_text())
     configurations, runner, model_tag = read_run(args.run, grid)
-    deployments = recommend.deployments(configurations, runner, grid, prices, model_tag)
+    log = log_stage.read(args.run)
+    deployments = recommend.deployments(configurations, runner, grid, prices, model_tag, log)
     report.write_deployment(args.run, deployments)
     print(f"wrote {display(args.run / 'deployment.yaml')}")
-    written = write_profiles(args.run, configurations, runner, grid, prices, model_tag)
+    written = write_profiles(args.run, configurations, runner, grid, prices, model_tag, log=log)
     for path in written.paths:
         print(f"wrote {display(path)} and its {KUSTOMIZATION}")
     for reason in written.skipped:

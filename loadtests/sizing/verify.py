@@ -1,11 +1,13 @@
 """`make size-verify`: measure a sizing run's first recommendation again and say whether its
 capacity holds.
 
-Capacity is measured afresh ``PASSES`` times, each on a new server with the sweep's knee search
-on a grid of its own around the prediction, and judged on the median (one pass on a shared host
-is as noisy as the spread between passes). Then, on one more server: steps at the predicted
-capacity, and the Locust scenario with bad input held at the operating point (headroom x
-capacity). Writes verification.md and verification-steps.csv into the run's folder.
+It checks the capacity at one application per request (``one_application``; a batched run's
+other capacities are not verified). Capacity is measured afresh ``PASSES`` times, each on a new
+server with the sweep's knee search on a grid of its own around the prediction, and judged on
+the median (one pass on a shared host is as noisy as the spread between passes). Then, on one
+more server: steps at the predicted capacity, and the Locust scenario with bad input held at
+the operating point (headroom x capacity). Writes verification.md and verification-steps.csv
+into the run's folder.
 """
 
 from __future__ import annotations
@@ -38,10 +40,31 @@ AT_PREDICTION = "at the predicted capacity"
 
 
 def first_recommendation(folder: Path) -> tuple[Option, dict[str, Any]]:
-    """A sizing run's first recommendation, and it as a grid configuration."""
-    option: Option = json.loads((folder / "recommendation.json").read_text())[0]
+    """A sizing run's first recommendation, as verified (``one_application``), and it as a
+    grid configuration."""
+    option = one_application(json.loads((folder / "recommendation.json").read_text())[0])
     config = {"name": option["configuration"], "instance": option["instance"], "env": option["env"]}
     return option, config
+
+
+def one_application(option: Option) -> Option:
+    """The recommendation's capacity and CPU per request at one application per request: what
+    the verification measures again (the scenario's real applications, with bad input at the
+    operating point), whatever mix the recommendation was sized for. Older runs measured only
+    that: their option is it already."""
+    measured = option.get("capacity_by_applications")
+    if measured is None:
+        return option
+    single = [entry for entry in measured if entry["applications_per_request"] == 1]
+    if not single:
+        raise ValueError(
+            f"'{option['configuration']}' was not measured at one application per request: "
+            "the verification checks that capacity"
+        )
+    return option | {
+        "capacity_rps_per_replica": single[0]["rps"],
+        "server_cpu_ms_per_request": single[0]["server_cpu_ms_per_request"],
+    }
 
 
 def verification_grid(grid: Mapping[str, Any], predicted: float, slo: float) -> dict[str, Any]:

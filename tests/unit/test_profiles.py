@@ -15,8 +15,9 @@ import test_manifests as manifests
 import yaml
 
 from loadtests import runs
-from loadtests.sizing import device_sizing, profiles, recommend, report
+from loadtests.sizing import device_sizing, log_stage, profiles, recommend, report
 from loadtests.sizing.knee import Measured, Step
+from loadtests.sizing.log_stage import LogStage
 from loadtests.sizing.profiles import Profile
 from loadtests.sizing.recommend import API, RUNNER, Stage
 
@@ -280,3 +281,62 @@ def test_a_run_without_a_remote_runner_still_writes_the_cpu_profile(k8s: Path):
     assert [p.parent.name for p in written.paths] == ["cpu"]
     assert written.skipped == ["gpu: no remote-runner configuration met p99 <= 100 ms"]
     assert (k8s / "overlays" / "gpu" / profiles.VALUES_FILE).read_text() == gpu_values
+
+
+def test_a_log_limited_profile_deploys_the_replicas_the_log_needs(run, k8s: Path):
+    """The reference run's in-process recommendation carries 2,000 req/s on 5 replicas; with a
+    pod's log taking 400 rows/s (2 API workers) it needs ceil(2,000 / (400 x 0.7)) = 8, and
+    with one database taking 2,500 rows/s, two databases: the profile deploys 8 and its header
+    says both."""
+    configurations, runner, model_tag = run
+    log = LogStage({1: 200.0, 2: 400.0}, 2_500.0, 2, 256)
+    written = profiles.write_profiles(
+        RUN, configurations, runner, GRID, PRICES, model_tag, overlays=k8s / "overlays", log=log
+    )
+    assert [p.parent.name for p in written.paths] == ["cpu", "gpu"]
+    cpu = profiles.cpu_profile(configurations, runner, GRID, PRICES, model_tag, log)
+    assert cpu.stages[0].replicas == 8
+    header = (k8s / "overlays" / "cpu" / profiles.VALUES_FILE).read_text()
+    assert "to 8 by the prediction log" in header
+    assert "The database is the limit" in header
+    assert_landed(cpu, manifests.kustomize(k8s / "overlays" / "cpu"))
+    unlimited = profiles.cpu_profile(configurations, runner, GRID, PRICES, model_tag)
+    assert unlimited.stages[0].replicas == 5
+    assert unlimited.notes == []
+
+
+def test_a_batched_run_reads_back_as_it_was_sized(tmp_path: Path):
+    """A run measured at 1 and 256 applications per request, with its log stage: steps.csv and
+    log-stage.json give back the same measurements, so `make size-profiles` writes the same
+    deployment.yaml as the run did."""
+    grid = GRID | {"applications_mix": {1: 0.95, 256: 0.05}, "target_rps": 500}
+    name = GRID["configurations"][3]["name"]  # in-process, 2 API workers
+    env = dict(GRID["configurations"][3]["env"])
+    single = ramp(name, env, cpu_ms=2.0, rss_mib=900.0)
+    batched = ramp(name, env, cpu_ms=150.0, rss_mib=1400.0)
+    batched.steps[:] = [
+        Step(**{**s.__dict__, "offered_rps": s.offered_rps / 20, "applications": 256})
+        for s in batched.steps
+    ]
+    runner = ramp("runner alone (pre-built matrices)", {}, cpu_ms=1.0, rss_mib=600.0)
+    log = LogStage({2: 2_000.0}, 20_000.0, 2, 256, {"sqlite, 2 writers": [2_000.0]})
+    options = recommend.recommend_per_slo([single, batched], grid, PRICES, log)
+    option = options[0]
+    # 6,875 rows/s over 70% of 2,000 per pod: 5 replicas, where latency needs 4
+    assert (option["replicas_for_latency"], option["replicas"]) == (4, 5)
+    report.write_sizing_report(
+        tmp_path, [single, batched], runner, options, grid, PRICES, "credit-risk:v3", log
+    )
+    configurations, read_runner, model_tag = profiles.read_run(tmp_path, grid)
+    assert [(m.name, m.applications) for m in configurations] == [(name, 1), (name, 256)]
+    assert model_tag == "credit-risk:v3"
+    read_log = log_stage.read(tmp_path)
+    assert read_log == log
+    again = recommend.deployments(configurations, read_runner, grid, PRICES, model_tag, read_log)
+    (tmp_path / "again").mkdir()
+    report.write_deployment(tmp_path / "again", again)
+    assert (tmp_path / "again" / "deployment.yaml").read_text() == (
+        tmp_path / "deployment.yaml"
+    ).read_text()
+    # memory from the larger of the two servers: a pod may be sent either
+    assert again[0].stages[0].memory_mib == recommend.memory_mib(1400.0)

