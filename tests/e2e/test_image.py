@@ -19,6 +19,7 @@ Figures are printed; run with ``-s`` to see them.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import time
 
@@ -32,6 +33,7 @@ from tests_support import served_answers, serving_env
 
 from credit_risk.decision import DecisionThresholds, decide
 from credit_risk.features import raw_columns_from_records
+from credit_risk.records import contract_records
 from model_artifact.bundle import mlflow_folder, read_bundle
 
 BENTO_UID = 1034  # `bentoml`, the user of BentoML's generated Dockerfile and of the manifests
@@ -167,3 +169,46 @@ def test_a_killed_runner_worker_ends_the_container_so_the_kubelet_restarts_it(cp
         )
     assert exit_code != 0
     assert ended_s < RUNNER_KILL_BOUND_S
+
+
+def test_a_canary_pinned_at_run_time_decides_its_share_stickily_in_the_image(
+    cpu_image, champion, credit_splits
+):
+    """The canary path in the image: the champion's own model pinned as a canary at 25%
+    (`-e CREDIT_RISK_CANARY_TAG/…_SHARE`, the one model the test image carries), so the arms
+    are told apart by the per-arm metrics, not by answers. Resent applicants go to the same
+    arm: the canary's row count doubles exactly."""
+    _, _, report = champion
+    records = [
+        dict(record, request_id=f"image-applicant-{i}")
+        for i, record in enumerate(contract_records(credit_splits.test) * 3)
+    ][:2000]
+    pin = (
+        "-e", f"CREDIT_RISK_CANARY_TAG={report.bento_model_tag}",
+        "-e", "CREDIT_RISK_CANARY_SHARE=0.25",
+        "-e", "CREDIT_RISK_CANARY_MIN_ROWS=1000000",  # the same model twice: nothing to judge
+    )  # fmt: skip
+    with Container(cpu_image, "--read-only", *pin) as container:
+        container.wait_ready()
+        info = requests.get(f"{container.url}/model", timeout=10).json()
+        assert info["canary"]["model_tag"] == report.bento_model_tag
+        assert info["canary"]["share"] == 0.25
+        served_answers(container.url, records)
+        first = arm_rows(container.url)
+        served_answers(container.url, records[::-1])
+        again = arm_rows(container.url)
+    assert first["canary"] + first["champion"] == len(records)
+    assert first["canary"] / len(records) == pytest.approx(0.25, abs=0.04)
+    assert again == {role: 2 * rows for role, rows in first.items()}
+
+
+def arm_rows(url: str) -> dict[str, int]:
+    """Rows scored per arm so far (``credit_risk_probability_default_count{role}``)."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    counts = {}
+    for role in ("champion", "canary"):
+        found = re.search(
+            rf'^credit_risk_probability_default_count{{role="{role}"}} (\S+)$', text, re.M
+        )
+        counts[role] = int(float(found.group(1))) if found else 0
+    return counts
