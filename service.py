@@ -46,6 +46,7 @@ from monitoring.settings import CanarySettings, MonitoringSettings
 from monitoring.traffic_split import TrafficSplitStore
 from runners.service import ModelRunner
 from serving.drain import Drain, DrainGate, stop_after_drain
+from serving.log_summary import RepeatedWarnings
 from serving.model_refs import served_refs
 from serving.settings import WorkerSettings
 from serving.worker import freeze_startup_heap, service_logging
@@ -58,6 +59,7 @@ thresholds = DecisionSettings()
 reasons = ReasonSettings()
 canary_bounds = CanarySettings()
 log = logging.getLogger(__name__)
+CANARY_WATCH = RepeatedWarnings(log)
 info_app = FastAPI(docs_url=None, redoc_url=None, openapi_url=None)
 # on SIGTERM: new scoring requests 503 for api_drain_s and until those in flight are answered
 drain = Drain(min_s=settings.api_drain_s, quiet_s=0.0, timeout_s=worker.drain_timeout_s)
@@ -178,8 +180,8 @@ class CreditRiskAPI:
         a SIGTERM drains before the worker stops (serving/drain.py)."""
         stop_after_drain(drain)
         self.background.append(asyncio.create_task(self.refresh_drift()))
-        if self.split is not None:
-            await asyncio.to_thread(self.split.refresh)  # its live share before any request
+        if self.split is not None:  # share 0 until its first read, not awaited here: a
+            # database that does not answer must not hold the worker's start past its probes
             self.background.append(asyncio.create_task(self.watch_canary(self.split)))
         if self.shadow is not None:
             self.background.append(asyncio.create_task(self.shadow.run()))
@@ -195,11 +197,14 @@ class CreditRiskAPI:
         """Follow the canary's live share, and take it out of traffic when it breaches a
         bound against the champion (api/canary.py)."""
         while True:
+            try:
+                await asyncio.to_thread(split.refresh)
+                breaches = split.check()
+                if breaches:
+                    await asyncio.to_thread(split.roll_back, breaches)
+            except Exception as error:  # the watch must outlive any failure: never run blind
+                CANARY_WATCH.warning(f"canary watch failed ({type(error).__name__}: {error})")
             await asyncio.sleep(canary_bounds.refresh_s)
-            await asyncio.to_thread(split.refresh)
-            breaches = split.check()
-            if breaches:
-                await asyncio.to_thread(split.roll_back, breaches)
 
     @bentoml.on_shutdown
     async def flush_on_shutdown(self) -> None:

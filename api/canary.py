@@ -6,13 +6,13 @@ one refresh.
 A worker starts with share 0 and gives the canary traffic only once it has read the table: a
 restarted worker must not bring back a canary that another worker rolled back while the
 database is unreachable. It also never raises the share above 0 again after rolling back
-itself, unless the table holds a newer change (an operator's, a bandit's, or a new promotion).
+itself, unless an operator's change in the table lifts it (a bandit's never does; a new
+promotion is a new canary).
 """
 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 
 import numpy as np
@@ -35,7 +35,7 @@ from monitoring.metrics import (
     CANARY_SHARE,
 )
 from monitoring.settings import CanarySettings
-from monitoring.traffic_split import ShareChange, TrafficSplitStore
+from monitoring.traffic_split import ROLLBACK, ShareChange, TrafficSplitStore
 from serving.log_summary import RepeatedWarnings
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,10 @@ class CanarySplit:
         self.bounds = bounds
         self.share = 0.0  # until the table has been read
         self.last_change: ShareChange | None = None
-        self.rolled_back_at: float | None = None
+        # a rollback by this worker: the newest table row it had seen then (only an operator's
+        # later row lifts it), and its reason while the table has not recorded it
+        self.rolled_back_after: int | None = None
+        self.pending_rollback: str | None = None
         self.windows = {
             role: ArmWindow(bounds.window_requests, bounds.window_rows)
             for role in ("champion", "canary")
@@ -67,20 +70,23 @@ class CanarySplit:
         return canary_rows(request_ids, self.share, self.canary.tag)
 
     def refresh(self) -> None:
-        """Read the live share (blocking: the service runs it in a thread). An unreadable
-        table keeps the share this worker has."""
+        """Read the live share (blocking: the service runs it in a thread), and record a
+        rollback whose write failed before. An unreadable table keeps the share this worker
+        has."""
         try:
-            change = self.store.latest(self.canary.tag, self.canary.promoted_at)
+            if self.pending_rollback is not None:
+                self.record_rollback(self.pending_rollback)
+            state = self.store.state(self.canary.tag, self.canary.promoted_at)
         except PredictionLogError as error:
             UNREADABLE.warning(f"canary share not refreshed: {error}")
             return
-        self.last_change = change
-        if change is None:
-            share = self.canary.share
-        elif self.rolled_back_at is not None and change.set_at <= self.rolled_back_at:
-            share = 0.0
-        else:
-            share = change.share
+        self.last_change = state.last
+        share = self.canary.share if state.share is None else state.share
+        if self.rolled_back_after is not None:
+            if state.last_operator_id > self.rolled_back_after:  # an operator lifted it
+                self.rolled_back_after = None
+            else:
+                share = 0.0
         self.set_share(share)
 
     def set_share(self, share: float) -> None:
@@ -103,21 +109,27 @@ class CanarySplit:
 
     def roll_back(self, breaches: Sequence[Breach]) -> None:
         """Share 0 here at once and in the table for every other worker (blocking). A table
-        that cannot be written still leaves this worker rolled back."""
+        that cannot be written leaves this worker rolled back, and the write is tried again
+        at every refresh until it is recorded."""
         reason = "; ".join(f"{b.reason}: {b.detail}" for b in breaches)
-        self.rolled_back_at = time.time()
+        self.rolled_back_after = self.last_change.id if self.last_change else 0
         self.set_share(0.0)
         for breach in breaches:
             CANARY_ROLLBACKS.labels(breach.reason).inc()
         log.error("canary %s rolled back: %s", self.canary.tag, reason)
-        try:
-            self.last_change = self.store.set_share(
-                self.canary.tag, self.canary.promoted_at, 0.0, "rollback", reason
-            )
-        except PredictionLogError as error:
-            log.error("canary rollback not recorded for other workers: %s", error)
         for window in self.windows.values():
             window.clear()
+        try:
+            self.record_rollback(reason)
+        except PredictionLogError as error:
+            log.error("canary rollback not yet recorded for other workers (retried): %s", error)
+
+    def record_rollback(self, reason: str) -> None:
+        self.pending_rollback = reason
+        self.last_change = self.store.set_share(
+            self.canary.tag, self.canary.promoted_at, 0.0, ROLLBACK, reason
+        )
+        self.pending_rollback = None
 
     def describe(self) -> dict[str, object]:
         change = self.last_change

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -26,12 +26,26 @@ from api.scorer import Scorer
 from api.shadow import ShadowBatcher
 from credit_risk.contract import Application, PrincipalReason, ScoreResponse, ScoreResult
 from credit_risk.decision import DecisionThresholds, Verdict, decide
-from credit_risk.features import FeatureParams, raw_columns_from_records
+from credit_risk.features import FeatureParams, RawColumns, raw_columns_from_records
 from credit_risk.pipeline import raw_to_matrix
 from credit_risk.reasons import ReasonCoder
 from credit_risk.traffic import Arm as Role
 from monitoring.metrics import ARM_LATENCY, ARM_REQUESTS
 from monitoring.recorder import ServingMonitor
+
+
+@dataclass(frozen=True)
+class Decided:
+    """One arm's answers to part of a request, before they are recorded; ``fallback``: the
+    champion's answers to applicants of a canary that failed."""
+
+    arm: Arm
+    raw: RawColumns
+    records: list[dict[str, Any]]
+    ids: list[str]
+    results: list[ScoreResult]
+    latency_s: float
+    fallback: bool = False
 
 
 @dataclass(frozen=True)
@@ -80,51 +94,64 @@ class ScoringPipeline:
         records = [application.model_dump() for application in applications]
         ids = [application.request_id or next(self.request_ids) for application in applications]
         canary, split = self.canary, self.split
-        if canary is None or split is None or split.share <= 0.0:
-            return ScoreResponse(results=await self.decide(self.champion, records, ids, explain))
-        to_canary = split.rows(ids)
-        if not to_canary.any():
-            return ScoreResponse(results=await self.decide(self.champion, records, ids, explain))
-        parts = [np.flatnonzero(~to_canary), np.flatnonzero(to_canary)]
-        champion_rows, canary_rows = parts
-        champion_part, canary_part = await asyncio.gather(
-            self.decide(
+        to_canary = split.rows(ids) if canary is not None and split is not None else None
+        if canary is None or to_canary is None or not to_canary.any():
+            part = await self.tracked(self.champion, records, ids, explain)
+            self.record(part)
+            return ScoreResponse(results=part.results)
+        rows = [np.flatnonzero(~to_canary), np.flatnonzero(to_canary)]
+        champion_rows, canary_rows = rows
+        outcomes = await asyncio.gather(
+            self.tracked(
                 self.champion, pick(records, champion_rows), pick(ids, champion_rows), explain
             ),
             self.decide_or_fall_back(
-                canary, split, pick(records, canary_rows), pick(ids, canary_rows), explain
+                canary, pick(records, canary_rows), pick(ids, canary_rows), explain
             ),
+            return_exceptions=True,
         )
+        parts = [outcome for outcome in outcomes if isinstance(outcome, Decided)]
+        if len(parts) < len(outcomes):  # nothing of a request that fails is answered or logged
+            raise next(outcome for outcome in outcomes if not isinstance(outcome, Decided))
+        for part in parts:
+            self.record(part)
         by_row = {
             row: result
-            for rows, part in zip(parts, (champion_part, canary_part), strict=True)
-            for row, result in zip(rows.tolist(), part, strict=True)
+            for part_rows, part in zip(rows, parts, strict=True)
+            for row, result in zip(part_rows.tolist(), part.results, strict=True)
         }
         return ScoreResponse(results=[by_row[row] for row in range(len(records))])
 
     async def decide_or_fall_back(
-        self,
-        canary: Arm,
-        split: CanarySplit,
-        records: list[dict[str, Any]],
-        ids: list[str],
-        explain: bool,
-    ) -> list[ScoreResult]:
-        """The canary's answers; the champion's when the canary fails (a runner that is down
-        or busy fails both alike: that is a 503, not the canary's failure)."""
+        self, canary: Arm, records: list[dict[str, Any]], ids: list[str], explain: bool
+    ) -> Decided:
+        """The canary's answers; the champion's when the canary fails, whatever the failure
+        (its model raising, its calls shed or timing out): the failure counts against the
+        canary, and the applicants are still answered. Only when the champion fails too
+        (a runner that is down fails both) is the request refused."""
+        try:
+            return await self.tracked(canary, records, ids, explain)
+        except Exception:
+            part = await self.decide(self.champion, records, ids, explain)
+            return replace(part, fallback=True)
+
+    async def tracked(
+        self, arm: Arm, records: list[dict[str, Any]], ids: list[str], explain: bool
+    ) -> Decided:
+        """``decide``, with a failure counted against the arm while a canary runs."""
         started = time.perf_counter()
         try:
-            return await self.decide(canary, records, ids, explain)
-        except ServiceUnavailable:
-            raise
+            return await self.decide(arm, records, ids, explain)
         except Exception:
-            ARM_REQUESTS.labels("canary", "failed").inc()
-            split.windows["canary"].record_request(time.perf_counter() - started, True)
-            return await self.decide(self.champion, records, ids, explain)
+            if self.split is not None:
+                ARM_REQUESTS.labels(arm.role, "failed").inc()
+                self.split.windows[arm.role].record_request(time.perf_counter() - started, True)
+            raise
 
     async def decide(
         self, arm: Arm, records: list[dict[str, Any]], ids: list[str], explain: bool
-    ) -> list[ScoreResult]:
+    ) -> Decided:
+        """One arm's answers for these applications; nothing recorded yet."""
         started = time.perf_counter()
         raw = raw_columns_from_records(records)
         matrix = raw_to_matrix(raw, arm.params)
@@ -132,17 +159,21 @@ class ScoringPipeline:
         verdicts = decide(probabilities, raw, self.thresholds)
         principal = await self.principal_reasons(arm, matrix, verdicts, explain)
         results = answers(ids, probabilities, verdicts, principal, arm.model_tag)
-        self.monitor.record_answers(raw, records, results, arm.role)
+        return Decided(arm, raw, records, ids, results, time.perf_counter() - started)
+
+    def record(self, part: Decided) -> None:
+        """An answered part: monitoring and the log, the shadow queue, and (unless it stood in
+        for a failed canary) its arm's window."""
+        self.monitor.record_answers(part.raw, part.records, part.results, part.arm.role)
         if self.shadow is not None:
-            self.shadow.add(raw, ids)
-        if self.split is not None:
-            latency = time.perf_counter() - started
-            ARM_LATENCY.labels(arm.role).observe(latency)
-            ARM_REQUESTS.labels(arm.role, "answered").inc()
-            window = self.split.windows[arm.role]
-            window.record_request(latency, False)
-            window.record_scores(probabilities.tolist())
-        return results
+            self.shadow.add(part.raw, part.ids)
+        if self.split is not None and not part.fallback:
+            role = part.arm.role
+            ARM_LATENCY.labels(role).observe(part.latency_s)
+            ARM_REQUESTS.labels(role, "answered").inc()
+            window = self.split.windows[role]
+            window.record_request(part.latency_s, False)
+            window.record_scores([result.probability_default for result in part.results])
 
     async def principal_reasons(
         self, arm: Arm, matrix: np.ndarray, verdicts: list[Verdict], requested: bool

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from functools import cache
 from typing import Literal
 
 import numpy as np
@@ -24,9 +25,16 @@ ARMS: tuple[Arm, Arm] = ("champion", "canary")
 _SCALE = float(2**64)
 
 
+@cache
+def salt_key(salt: str) -> bytes:
+    """BLAKE2b takes a key of at most 64 bytes: the salt's own digest, so no two tags share
+    one (a cut to 64 bytes would)."""
+    return hashlib.blake2b(salt.encode(), digest_size=32).digest()
+
+
 def applicant_point(key: str, salt: str) -> float:
     """The key's fixed point in [0, 1) for this salt (the canary's tag)."""
-    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt.encode()[:64]).digest()
+    digest = hashlib.blake2b(key.encode(), digest_size=8, key=salt_key(salt)).digest()
     return int.from_bytes(digest, "big") / _SCALE
 
 

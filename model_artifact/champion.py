@@ -93,9 +93,11 @@ def served_canary(record: ChampionRecord | None, registry: RegistrySettings) -> 
         if not registry.canary_tag:
             return None
         same = recorded is not None and recorded.bento_model_tag == registry.canary_tag
-        promoted_at = recorded.promoted_at if recorded and same else "pinned"
         default_share = record.canary_share if record and same else 0.0
         share = default_share if registry.canary_share is None else registry.canary_share
+        # a pin's live share is keyed by its share: pinning it again at another share starts
+        # afresh, at the same share it resumes (a rollback of that pin holds)
+        promoted_at = recorded.promoted_at if recorded and same else f"pinned at {share}"
         return CanaryTag(registry.canary_tag, promoted_at, share)
     if recorded is None or record is None:
         return None

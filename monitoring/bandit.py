@@ -170,9 +170,9 @@ def update(
     is 0 (rolled back or switched off), which the bandit leaves alone."""
     store = TrafficSplitStore(log_url)
     try:
-        latest = store.latest(canary.bento_model_tag, canary.promoted_at)
-        current = record.canary_share if latest is None else latest.share
-        if current <= STOPPED:
+        state = store.state(canary.bento_model_tag, canary.promoted_at)
+        current = record.canary_share if state.share is None else state.share
+        if state.rolled_back or current <= STOPPED:
             return None
         arms = arms_since_canary_start(log_url, record, canary, outcomes)
         evidence = {arm: rows.evidence(costs) for arm, rows in arms.items()}
@@ -186,13 +186,16 @@ def update(
             written=not dry_run,
         )
         if not dry_run:
-            store.set_share(
+            written = store.set_share(
                 canary.bento_model_tag,
                 canary.promoted_at,
                 decision.share,
                 SOURCE,
                 result.reason(),
+                unless_rolled_back=True,  # a rollback while the log was read wins
             )
+            if written is None:
+                return None
         return result
     finally:
         store.close()

@@ -83,8 +83,8 @@ class ArmWindow:
 def score_psi(champion: np.ndarray, canary: np.ndarray) -> float:
     """PSI of the canary's scores over bins at the champion's score deciles."""
     edges = np.unique(np.quantile(champion, np.linspace(0.1, 0.9, 9)))
-    expected = np.bincount(np.searchsorted(edges, champion), minlength=len(edges) + 1)
-    actual = np.bincount(np.searchsorted(edges, canary), minlength=len(edges) + 1)
+    expected = np.bincount(np.searchsorted(edges, champion, side="right"), minlength=len(edges) + 1)
+    actual = np.bincount(np.searchsorted(edges, canary, side="right"), minlength=len(edges) + 1)
     return psi(expected / champion.size, actual / canary.size)
 
 

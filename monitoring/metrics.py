@@ -116,8 +116,9 @@ ESTIMATED_AUC_ALERT = Gauge(
     multiprocess_mode="mostrecent",
 )
 
-# A canary beside the champion (api/arms.py): what each arm decided, how it fared, and the share
-# this worker gives the canary (0 once rolled back), so alerts compare the arms like for like.
+# A canary beside the champion (api/scoring.py, api/canary.py): what each arm decided, how it
+# fared, and the share this worker gives the canary (0 once rolled back), so alerts compare the
+# arms like for like.
 CANARY_SHARE = Gauge(
     "credit_risk_canary_share",
     "Share of applications the canary decides in this worker (0: none, or rolled back).",

@@ -165,8 +165,6 @@ def record_promotion(
     if role != "champion":
         if previous is None:
             raise LookupError(f"promote a champion before a {role}")
-        if previous.bento_model_tag == tag:
-            raise ValueError(f"{tag} is the champion: it cannot also be its {role}")
         update: dict[str, object] = {role: promotion}
         if role == "canary":
             update["canary_share"] = share
@@ -195,6 +193,12 @@ def promote(
     client = MlflowClient()
     candidate = resolve(client, registry.registered_model_name, version, alias)
     champion = current_alias(client, registry.registered_model_name, registry.champion_alias)
+    if role != "champion":  # refused before either store changes
+        recorded = read_champion(registry.champion_file)
+        if recorded is None:
+            raise LookupError(f"promote a champion before a {role}")
+        if recorded.current.mlflow_version == candidate.version:
+            raise ValueError(f"v{candidate.version} is the champion: it cannot also be its {role}")
     imported, created = import_into_store(candidate, registry)
     tag = str(imported.tag)
     try:
@@ -308,7 +312,12 @@ def main(argv: list[str] | None = None) -> int:
         record = read_champion(registry.champion_file)
         if record is not None and record.canary is not None:
             removed = remove_canary(registry)
-            print(f"REMOVED canary {removed.bento_model_tag}; rebuild with `make build`")
+            print(
+                f"REMOVED canary {removed.bento_model_tag} (champion "
+                f"{record.bento_model_tag} unchanged; `rollback` again would roll the champion "
+                "back); rebuild with `make build`. Running pods keep it until then: "
+                "`python -m monitoring.traffic_split set --share 0` stops it now"
+            )
             return 0
         restored = rollback(registry)
         print(f"ROLLED BACK to {restored.bento_model_tag}; rebuild with `make build`")
@@ -319,14 +328,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--share goes with --as canary, and a canary needs --share")
     if args.share is not None and not 0.0 < args.share <= 1.0:
         parser.error(f"--share is in (0, 1], not {args.share}")
-    report = promote(
-        registry,
-        args.version,
-        args.alias,
-        args.reason if args.force else None,
-        args.role,
-        share=args.share or 0.0,
-    )
+    try:
+        report = promote(
+            registry,
+            args.version,
+            args.alias,
+            args.reason if args.force else None,
+            args.role,
+            share=args.share or 0.0,
+        )
+    except (LookupError, ValueError) as refusal:
+        print(f"REFUSED: {refusal}")
+        return 1
     print_report(report)
     return 0 if report.promoted else 1
 

@@ -100,7 +100,7 @@ def test_a_worse_canary_falls_to_the_floor(live, tmp_path, capsys):
     assert main(["update", "--outcomes", str(outcomes), "--seed", "0"]) == 0
     line = capsys.readouterr().out.strip()
     assert "0.300 -> 0.050" in line, line
-    change = TrafficSplitStore(url).latest(CANARY_TAG, PROMOTED_AT)
+    change = TrafficSplitStore(url).state(CANARY_TAG, PROMOTED_AT).last
     assert change is not None
     assert change.share == ThompsonSplit().floor
     assert change.source == "bandit"
@@ -118,7 +118,7 @@ def test_a_dry_run_writes_nothing_and_thin_evidence_holds_the_share(live, tmp_pa
     )
     assert main(["update", "--outcomes", str(outcomes), "--dry-run", "--log-url", url]) == 0
     assert "0.300 -> 0.200" in capsys.readouterr().out  # capped at the unproven ceiling
-    assert TrafficSplitStore(url).latest(CANARY_TAG, PROMOTED_AT) is None
+    assert TrafficSplitStore(url).state(CANARY_TAG, PROMOTED_AT).last is None
 
 
 def test_a_rolled_back_canary_is_left_alone(live, tmp_path, capsys):

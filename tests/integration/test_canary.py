@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 from tests_support import TINY_CONFIG
 
 from api.canary import CanarySplit
-from api.scorer import LocalScorer
+from api.scorer import LocalScorer, RunnerBusy
 from api.scoring import Arm, ScoringPipeline
 from api.shadow import ShadowBatcher
 from credit_risk.contract import Application
@@ -52,6 +52,23 @@ def weak_version(champion):
     settings, _, _ = champion
     config = TrainingConfig(**(TINY_CONFIG | {"epochs": 1, "hidden": (2,), "patience": 1}), seed=5)
     return train(config, settings)
+
+
+DEVICE_ERROR = RuntimeError("CUDA error: an illegal memory access was encountered")
+
+
+class Broken:
+    """A model as loaded, whose every forward pass raises ``error``."""
+
+    def __init__(self, model, error: Exception):
+        self.model = model
+        self.error = error
+
+    def __getattr__(self, name):
+        return getattr(self.model, name)
+
+    def predict(self, matrix):
+        raise self.error
 
 
 def pipeline(
@@ -232,19 +249,7 @@ def test_a_canary_that_fails_at_runtime_is_answered_by_the_champion_then_rolled_
     log_url = f"sqlite:///{tmp_path / 'log.db'}"
     scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
 
-    class Broken:
-        """The canary's model as loaded, whose every forward pass fails on the device."""
-
-        def __init__(self, model):
-            self.model = model
-
-        def __getattr__(self, name):
-            return getattr(self.model, name)
-
-        def predict(self, matrix):
-            raise RuntimeError("CUDA error: an illegal memory access was encountered")
-
-    monkeypatch.setattr(models, "canary", Broken(models.canary))
+    monkeypatch.setattr(models, "canary", Broken(models.canary, DEVICE_ERROR))
     results = answer_all(scoring, applications(400, "broken"), size=40)
     assert {r.model_tag for r in results} == {report.bento_model_tag}  # every answer given
     breaches = scoring.split.check()
@@ -253,7 +258,7 @@ def test_a_canary_that_fails_at_runtime_is_answered_by_the_champion_then_rolled_
     assert scoring.split.share == 0.0
     # another worker of the same deployment reads the rollback from the shared table
     store = TrafficSplitStore(log_url)
-    change = store.latest(other.bento_model_tag, "2026-12-04T00:00:00+00:00")
+    change = store.state(other.bento_model_tag, "2026-12-04T00:00:00+00:00").last
     assert change.share == 0.0
     assert change.source == "rollback"
     assert "failed" in change.reason
@@ -280,3 +285,65 @@ def test_a_worse_gate_passing_canary_is_rolled_back(champion, weak_version, tmp_
     assert breaches.keys() & {"score_drift", "estimated_auc"}, breaches
     # the same traffic against a canary as good as the champion: nothing to roll back
     scoring.monitor.close()
+
+
+def test_a_canary_shed_as_busy_is_answered_by_the_champion_and_counted(
+    champion, candidate, tmp_path, monkeypatch
+):
+    """A canary too slow for its queue (its calls shed as busy, 503 material) costs the
+    applicants nothing: the champion answers them, and the canary's window counts it."""
+    _, _, report = champion
+    other = promote(
+        champion[0].model_copy(update={"champion_file": tmp_path / "c.json"}),
+        version=candidate.registered_version,
+    )
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    monkeypatch.setattr(models, "canary", Broken(models.canary, RunnerBusy("model runner busy")))
+    results = answer_all(scoring, applications(200, "busy"), size=20)
+    assert {r.model_tag for r in results} == {report.bento_model_tag}
+    canary_window = scoring.split.windows["canary"]
+    assert canary_window.failed == canary_window.requests == 10
+    assert [b.reason for b in scoring.split.check()] == ["errors"]
+    scoring.monitor.close()
+    # the stand-in answers are the champion's, but not the champion arm's evidence
+    assert scoring.split.windows["champion"].requests == 10
+
+
+def test_a_request_whose_champion_part_fails_logs_nothing_of_it(
+    champion, candidate, tmp_path, monkeypatch
+):
+    _, _, report = champion
+    other = promote(
+        champion[0].model_copy(update={"champion_file": tmp_path / "c.json"}),
+        version=candidate.registered_version,
+    )
+    log_url = f"sqlite:///{tmp_path / 'log.db'}"
+    scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    monkeypatch.setattr(models, "champion", Broken(models.champion, DEVICE_ERROR))
+    with pytest.raises(RuntimeError, match="CUDA"):
+        answer_all(scoring, applications(40, "failed"))
+    scoring.monitor.close()
+    # the canary's half was computed, but a request that fails is answered nothing and logs
+    # nothing: the log holds what clients were told
+    assert read_predictions(log_url, "canary") == []
+    assert read_predictions(log_url, "champion") == []
+    assert scoring.split.windows["champion"].failed == 1
+
+
+def test_the_champion_cannot_be_its_own_canary_and_nothing_moves(registry, champion):
+    _, result, _ = champion
+    before = registry.champion_file.read_text()
+    alias_before = canary_alias()
+    with pytest.raises(ValueError, match="is the champion"):
+        promote(registry, version=result.registered_version, role="canary", share=0.2)
+    assert registry.champion_file.read_text() == before
+    assert canary_alias() == alias_before
+
+
+def canary_alias() -> str | None:
+    """The version the registry's ``canary`` alias points at, if any."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias("credit-risk", "canary").version)
+    except Exception:
+        return None
