@@ -16,6 +16,7 @@ log = logging.getLogger(__name__)
 # A request left unanswered is told once with its traceback, then one line per interval with
 # a count: while a dependency is away every readiness probe fails the same way.
 TOLD: set[str] = set()
+TOLD_MAX = 256  # distinct reasons remembered (paths come from clients): then forgotten, retold
 UNANSWERED_AGAIN = RepeatedWarnings(log)
 
 Scope = MutableMapping[str, Any]
@@ -149,6 +150,8 @@ async def answered(app: ASGIApp, scope: Scope, receive: Receive, send: Send) -> 
     if reason in TOLD:
         UNANSWERED_AGAIN.warning(reason)
     else:
+        if len(TOLD) >= TOLD_MAX:
+            TOLD.clear()
         TOLD.add(reason)
         log.error("%s", reason, exc_info=error)
     await respond(send, 500, UNANSWERED, [(b"connection", b"close")])
