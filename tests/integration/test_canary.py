@@ -36,6 +36,28 @@ from training.settings import PromotionSettings, TrainingConfig
 from training.train import train
 
 
+@pytest.fixture(autouse=True)
+def registry_aliases_restored(champion):
+    """These tests promote (and complete) canaries in the session's one MLflow registry:
+    afterwards every alias points where it did, so later tests meet the session's champion."""
+    client = MlflowClient()
+    before = {alias: alias_version(alias) for alias in ("champion", "canary", "challenger")}
+    yield
+    for alias, version in before.items():
+        if version is not None:
+            client.set_registered_model_alias("credit-risk", alias, version)
+        elif alias_version(alias) is not None:
+            client.delete_registered_model_alias("credit-risk", alias)
+
+
+def alias_version(alias: str) -> str | None:
+    """The version a registry alias points at, if any."""
+    try:
+        return str(MlflowClient().get_model_version_by_alias("credit-risk", alias).version)
+    except Exception:
+        return None
+
+
 @pytest.fixture
 def registry(champion, tmp_path):
     """The session's registry with a champion file of this test's own."""
@@ -334,16 +356,8 @@ def test_a_request_whose_champion_part_fails_logs_nothing_of_it(
 def test_the_champion_cannot_be_its_own_canary_and_nothing_moves(registry, champion):
     _, result, _ = champion
     before = registry.champion_file.read_text()
-    alias_before = canary_alias()
+    alias_before = alias_version("canary")
     with pytest.raises(ValueError, match="is the champion"):
         promote(registry, version=result.registered_version, role="canary", share=0.2)
     assert registry.champion_file.read_text() == before
-    assert canary_alias() == alias_before
-
-
-def canary_alias() -> str | None:
-    """The version the registry's ``canary`` alias points at, if any."""
-    try:
-        return str(MlflowClient().get_model_version_by_alias("credit-risk", "canary").version)
-    except Exception:
-        return None
+    assert alias_version("canary") == alias_before
