@@ -30,8 +30,9 @@ from monitoring.settings import CanarySettings, MonitoringSettings
 from monitoring.traffic_split import TrafficSplitStore
 from serving.served_models import ServedModels
 from training.data import load_credit_data, split
+from training.promote import import_into_store, promote, remove_canary
 from training.promote import main as promote_main
-from training.promote import promote, remove_canary
+from training.registry import resolve
 from training.settings import PromotionSettings, TrainingConfig
 from training.train import train
 
@@ -65,6 +66,16 @@ def registry(champion, tmp_path):
     local = settings.model_copy(update={"champion_file": tmp_path / "champion.json"})
     shutil.copy2(settings.champion_file, local.champion_file)
     return local
+
+
+@pytest.fixture
+def second_model(champion, candidate) -> str:
+    """Another trained version in the BentoML store (imported as promotion imports it, no
+    alias moved): the canary of the tests that need only a second model."""
+    settings, _, _ = champion
+    found = resolve(MlflowClient(), settings.registered_model_name, candidate.registered_version)
+    model, _ = import_into_store(found, settings)
+    return str(model.tag)
 
 
 @pytest.fixture(scope="module")
@@ -261,15 +272,11 @@ def test_a_shadow_challenger_scores_the_rows_of_both_arms(
 
 
 def test_a_canary_that_fails_at_runtime_is_answered_by_the_champion_then_rolled_back(
-    champion, candidate, tmp_path, monkeypatch
+    champion, second_model, tmp_path, monkeypatch
 ):
     _, _, report = champion
-    other = promote(
-        champion[0].model_copy(update={"champion_file": tmp_path / "c.json"}),
-        version=candidate.registered_version,
-    )
     log_url = f"sqlite:///{tmp_path / 'log.db'}"
-    scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    scoring, models = pipeline(report.bento_model_tag, second_model, 0.5, log_url)
 
     monkeypatch.setattr(models, "canary", Broken(models.canary, DEVICE_ERROR))
     results = answer_all(scoring, applications(400, "broken"), size=40)
@@ -280,11 +287,11 @@ def test_a_canary_that_fails_at_runtime_is_answered_by_the_champion_then_rolled_
     assert scoring.split.share == 0.0
     # another worker of the same deployment reads the rollback from the shared table
     store = TrafficSplitStore(log_url)
-    change = store.state(other.bento_model_tag, "2026-12-04T00:00:00+00:00").last
+    change = store.state(second_model, "2026-12-04T00:00:00+00:00").last
     assert change.share == 0.0
     assert change.source == "rollback"
     assert "failed" in change.reason
-    neighbour, _ = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    neighbour, _ = pipeline(report.bento_model_tag, second_model, 0.5, log_url)
     assert neighbour.split.share == 0.0
     scoring.monitor.close()
     neighbour.monitor.close()
@@ -305,22 +312,17 @@ def test_a_worse_gate_passing_canary_is_rolled_back(champion, weak_version, tmp_
     assert {r.model_tag for r in results} == {report.bento_model_tag, weak.bento_model_tag}
     breaches = {b.reason: b.detail for b in scoring.split.check()}
     assert breaches.keys() & {"score_drift", "estimated_auc"}, breaches
-    # the same traffic against a canary as good as the champion: nothing to roll back
     scoring.monitor.close()
 
 
 def test_a_canary_shed_as_busy_is_answered_by_the_champion_and_counted(
-    champion, candidate, tmp_path, monkeypatch
+    champion, second_model, tmp_path, monkeypatch
 ):
     """A canary too slow for its queue (its calls shed as busy, 503 material) costs the
     applicants nothing: the champion answers them, and the canary's window counts it."""
     _, _, report = champion
-    other = promote(
-        champion[0].model_copy(update={"champion_file": tmp_path / "c.json"}),
-        version=candidate.registered_version,
-    )
     log_url = f"sqlite:///{tmp_path / 'log.db'}"
-    scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    scoring, models = pipeline(report.bento_model_tag, second_model, 0.5, log_url)
     monkeypatch.setattr(models, "canary", Broken(models.canary, RunnerBusy("model runner busy")))
     results = answer_all(scoring, applications(200, "busy"), size=20)
     assert {r.model_tag for r in results} == {report.bento_model_tag}
@@ -333,15 +335,11 @@ def test_a_canary_shed_as_busy_is_answered_by_the_champion_and_counted(
 
 
 def test_a_request_whose_champion_part_fails_logs_nothing_of_it(
-    champion, candidate, tmp_path, monkeypatch
+    champion, second_model, tmp_path, monkeypatch
 ):
     _, _, report = champion
-    other = promote(
-        champion[0].model_copy(update={"champion_file": tmp_path / "c.json"}),
-        version=candidate.registered_version,
-    )
     log_url = f"sqlite:///{tmp_path / 'log.db'}"
-    scoring, models = pipeline(report.bento_model_tag, other.bento_model_tag, 0.5, log_url)
+    scoring, models = pipeline(report.bento_model_tag, second_model, 0.5, log_url)
     monkeypatch.setattr(models, "champion", Broken(models.champion, DEVICE_ERROR))
     with pytest.raises(RuntimeError, match="CUDA"):
         answer_all(scoring, applications(40, "failed"))
