@@ -108,6 +108,7 @@ class CreditRiskAPI:
             thresholds,
             self.monitor,
             self.shadow,
+            worker.runner_max_batch_size,
             canary=self.arm("canary", self.canary_ref) if self.canary_ref else None,
             split=self.split,
         )

@@ -22,7 +22,7 @@ from bentoml.exceptions import ServiceUnavailable
 from api.runner_breaker import RunnerBreaker
 from api.settings import RunnerClientSettings
 from monitoring.metrics import RUNNER_BUSY, RUNNER_CALL_RETRIES
-from serving.coalesce import Coalescer, WaitedTooLongError, coalesced
+from serving.coalesce import MatrixCoalescer, WaitedTooLongError, coalesced, matrix_coalescer
 from serving.log_summary import RepeatedWarnings
 
 if TYPE_CHECKING:  # torch: imported only by a worker that scores in process
@@ -148,7 +148,7 @@ class RemoteScorer:
         calls = settings.api_runner_calls_in_flight
         wait_s = settings.runner_queue_timeout_s
         self.calls = {
-            (call, role): Coalescer(
+            (call, role): matrix_coalescer(
                 partial(self.call, RUNNER_METHODS[call, role]), max_rows, calls, max_wait_s=wait_s
             )
             for call in ("predict", "explain")
@@ -189,7 +189,7 @@ class RemoteScorer:
         self.last_answer_at = time.monotonic()
         return answer
 
-    async def coalesced(self, coalescer: Coalescer, matrix: np.ndarray) -> np.ndarray:
+    async def coalesced(self, coalescer: MatrixCoalescer, matrix: np.ndarray) -> np.ndarray:
         try:
             return await coalescer(matrix)
         except WaitedTooLongError as error:

@@ -47,9 +47,10 @@ class ArmWindow:
         self.failures: deque[bool] = deque(maxlen=requests)
         self.scores: deque[float] = deque(maxlen=rows)
 
-    def record_request(self, latency_s: float, failed: bool) -> None:
-        self.latencies.append(latency_s)
-        self.failures.append(failed)
+    def record_requests(self, latency_s: float, failed: bool, count: int = 1) -> None:
+        """``count`` requests answered (or failed) together, in one pass of ``latency_s``."""
+        self.latencies.extend([latency_s] * count)
+        self.failures.extend([failed] * count)
 
     def record_scores(self, probabilities: list[float]) -> None:
         self.scores.extend(probabilities)

@@ -22,8 +22,11 @@
 Every server is started first and stays up; the closed-loop bursts then go round the systems
 ``ROUNDS`` times, so a slow minute of a shared host hits every system alike, and each figure
 is a median with its range across rounds. Closed loop: 16 connections, one application per
-request, the aiohttp burst client (it shares the cores with the servers, so absolute req/s are
-lower bounds and the ratios are the result); beside it, the server's own CPU per request (all
+request, from wrk for ``ROUND_S`` seconds (as the speed targets are stated;
+`loadtests/load/wrk.py`), or without wrk on PATH (``--client burst``) the aiohttp burst client,
+``PER_CONNECTION`` requests per connection (it takes about half a core beside the servers,
+which flattens the ratios); either shares the cores with the servers, so absolute req/s are
+lower bounds and the ratios are the result; beside it, the server's own CPU per request (all
 its processes), which other load on the host disturbs far less than req/s. Capacity of all but
 the floors: open-loop Poisson arrivals from the sizing's paced Locust source (``--processes``
 workers, each system's own body: `loadtests/load/locust_run.py`), read with the sizing's knee
@@ -57,6 +60,7 @@ from batch.score import score_frame
 from credit_risk.decision import DecisionThresholds
 from credit_risk.pipeline import records_to_matrix
 from loadtests import runs
+from loadtests.load import wrk
 from loadtests.load.burst import burst
 from loadtests.load.load_result import LoadResult
 from loadtests.load.locust_run import PROCESSES, FixedRequest
@@ -69,7 +73,8 @@ from model_artifact.torch_scorer import select_device
 from serving.settings import WorkerSettings
 
 CONNECTIONS = 16
-PER_CONNECTION = 150
+PER_CONNECTION = 150  # the burst client's requests per connection and round
+ROUND_S = 5  # wrk's seconds per round
 ROUNDS = 3
 SLO_P99_MS = 100.0
 # The capacity search: 6 s steps from 50 req/s by x1.25 until p99 passes the SLO (a break is
@@ -257,11 +262,15 @@ def start(system: System, folder: Path) -> Server:
     )
 
 
-def closed_round(server: Server, system: System) -> tuple[LoadResult, float]:
+def closed_round(server: Server, system: System, client: str) -> tuple[LoadResult, float]:
     """One closed-loop burst and the server's CPU milliseconds per request over it."""
     process = psutil.Process(server.process.pid)
     cpu_before, _ = measure.tree_usage(process)
-    result = burst(f"{server.url}{system.path}", system.body, CONNECTIONS, PER_CONNECTION)
+    url = f"{server.url}{system.path}"
+    if client == "wrk":
+        result = wrk.wrk_burst(url, system.body, CONNECTIONS, ROUND_S)
+    else:
+        result = burst(url, system.body, CONNECTIONS, PER_CONNECTION)
     cpu_after, _ = measure.tree_usage(process)
     return result, (cpu_after - cpu_before) * 1000 / max(result.requests, 1)
 
@@ -272,6 +281,7 @@ def measure_all(
     processes: int = PROCESSES,
     rounds: int = ROUNDS,
     capacity: bool = True,
+    client: str = "wrk",
 ) -> dict[str, Measured]:
     """Every server up at once; ``rounds`` rounds of bursts across them; then (``capacity``)
     each non-floor system's capacity, one at a time, paced by Locust on ``processes``
@@ -287,7 +297,7 @@ def measure_all(
             burst(f"{server.url}{system.path}", system.body, CONNECTIONS, 20)  # warm-up
         for round_ in range(1, rounds + 1):
             for system in systems_:
-                result, cpu_ms = closed_round(servers[system.name], system)
+                result, cpu_ms = closed_round(servers[system.name], system, client)
                 measured[system.name].rounds.append(result)
                 measured[system.name].cpu_ms.append(cpu_ms)
                 print(
@@ -328,13 +338,17 @@ def batch_scoring_rows_per_s(model: LoadedModel, thresholds: DecisionThresholds)
     return len(results) / (time.perf_counter() - start)
 
 
-def method(rounds: int) -> str:
+def method(rounds: int, client: str) -> str:
+    load = (
+        f"wrk, {CONNECTIONS} connections for {ROUND_S} s"
+        if client == "wrk"
+        else f"the aiohttp burst client, {CONNECTIONS} connections x {PER_CONNECTION} requests"
+    )
     return (
-        f"Closed loop: every server up at once, {rounds} rounds across the systems of "
-        f"{CONNECTIONS} connections x {PER_CONNECTION} requests, one application each, aiohttp "
-        "client on the same machine; median (range) across rounds; CPU = the server's own CPU "
-        "time (all its processes) per request. Capacity: open-loop Poisson arrivals from the "
-        "paced Locust source, "
+        f"Closed loop: every server up at once, {rounds} rounds across the systems of {load}, "
+        "one application per request, the client on the same machine; median (range) across "
+        "rounds; CPU = the server's own CPU time (all its processes) per request. Capacity: "
+        "open-loop Poisson arrivals from the paced Locust source, "
         f"{GRID['step_seconds']} s steps from {GRID['start_rps']} req/s by x{GRID['growth']} "
         f"until p99 > {SLO_P99_MS:.0f} ms or > {knee.ERROR_BUDGET:.1%} errors (a break is run "
         f"once more), then {GRID['refine_steps']} bisections; the rate where a line fitted to "
@@ -384,6 +398,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--no-capacity", action="store_true", help="closed-loop rounds only, no capacity search"
     )
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "burst"),
+        default="wrk" if wrk.available() else "burst",
+        help="closed-loop client (default: wrk when on PATH, else the aiohttp burst)",
+    )
     args = parser.parse_args(argv)
     np.seterr(all="ignore")
     torch.set_num_threads(1)  # the runner worker's setting: one core per worker
@@ -404,13 +424,18 @@ def main(argv: list[str] | None = None) -> None:
             names = {SYSTEM_KEYS[key] for key in args.only}
             chosen = [system for system in chosen if system.name in names]
         measured = measure_all(
-            chosen, Path(folder), args.processes, args.rounds, capacity=not args.no_capacity
+            chosen,
+            Path(folder),
+            args.processes,
+            args.rounds,
+            capacity=not args.no_capacity,
+            client=args.client,
         )
     lines = [
         f"# Benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         machine,
-        method(args.rounds),
+        method(args.rounds, args.client),
         "",
         "| system | req/s | p99 ms | CPU ms/request | non-2xx | "
         f"capacity at p99 <= {SLO_P99_MS:.0f} ms (req/s) |",

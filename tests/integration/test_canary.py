@@ -148,6 +148,7 @@ def pipeline(
         DecisionSettings(),
         monitor,
         shadow,
+        256,
         canary=arm("canary", canary_tag),
         split=split,
     )

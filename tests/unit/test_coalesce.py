@@ -7,7 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
-from serving.coalesce import Coalescer, WaitedTooLongError
+from serving.coalesce import MatrixCoalescer, WaitedTooLongError, matrix_coalescer
 
 
 class Recorder:
@@ -30,7 +30,7 @@ def rows(start: int, count: int) -> np.ndarray:
     return np.arange(start, start + count, dtype=np.float32).repeat(2).reshape(count, 2)
 
 
-def run_concurrently(coalescer: Coalescer, matrices: list[np.ndarray]) -> list[np.ndarray]:
+def run_concurrently(coalescer: MatrixCoalescer, matrices: list[np.ndarray]) -> list[np.ndarray]:
     async def main() -> list[np.ndarray]:
         return await asyncio.gather(*(coalescer(m) for m in matrices))
 
@@ -40,7 +40,7 @@ def run_concurrently(coalescer: Coalescer, matrices: list[np.ndarray]) -> list[n
 def test_concurrent_requests_share_calls_and_get_their_own_rows():
     model = Recorder()
     matrices = [rows(10 * i, 1 + i % 3) for i in range(20)]
-    results = run_concurrently(Coalescer(model, max_rows=256, max_in_flight=1), matrices)
+    results = run_concurrently(matrix_coalescer(model, max_rows=256, max_in_flight=1), matrices)
     for matrix, result in zip(matrices, results, strict=True):
         np.testing.assert_array_equal(result, matrix[:, 0])
     assert len(model.calls) < len(matrices)
@@ -50,14 +50,14 @@ def test_concurrent_requests_share_calls_and_get_their_own_rows():
 def test_a_call_never_exceeds_max_rows_but_an_oversized_request_still_goes():
     model = Recorder()
     matrices = [rows(0, 3) for _ in range(10)] + [rows(100, 9)]
-    run_concurrently(Coalescer(model, max_rows=7, max_in_flight=2), matrices)
+    run_concurrently(matrix_coalescer(model, max_rows=7, max_in_flight=2), matrices)
     assert max(model.calls) == 9
     assert all(calls <= 7 for calls in model.calls if calls != 9)
 
 
 def test_in_flight_calls_are_bounded():
     model = Recorder()
-    coalescer = Coalescer(model, max_rows=2, max_in_flight=3)
+    coalescer = matrix_coalescer(model, max_rows=2, max_in_flight=3)
 
     async def main() -> int:
         tasks = [asyncio.ensure_future(coalescer(rows(i, 1))) for i in range(20)]
@@ -71,14 +71,14 @@ def test_in_flight_calls_are_bounded():
 
 def test_a_lone_request_is_not_held_back():
     model = Recorder(delay_s=0)
-    coalescer = Coalescer(model, max_rows=256, max_in_flight=1)
+    coalescer = matrix_coalescer(model, max_rows=256, max_in_flight=1)
     for i in range(3):
         np.testing.assert_array_equal(run_concurrently(coalescer, [rows(i, 1)])[0], [i])
     assert model.calls == [1, 1, 1]
 
 
 def test_a_failed_call_fails_every_request_in_it():
-    coalescer = Coalescer(Recorder(fail=True), max_rows=256, max_in_flight=1)
+    coalescer = matrix_coalescer(Recorder(fail=True), max_rows=256, max_in_flight=1)
 
     async def main() -> list[object]:
         return await asyncio.gather(
@@ -90,7 +90,7 @@ def test_a_failed_call_fails_every_request_in_it():
 
 
 def test_a_cancelled_request_does_not_disturb_the_others():
-    coalescer = Coalescer(Recorder(), max_rows=256, max_in_flight=1)
+    coalescer = matrix_coalescer(Recorder(), max_rows=256, max_in_flight=1)
 
     async def main() -> list[np.ndarray]:
         tasks = [asyncio.ensure_future(coalescer(rows(i, 1))) for i in range(4)]
@@ -109,7 +109,7 @@ def test_a_matrix_that_waits_too_long_for_its_call_leaves_the_queue():
 
     async def main() -> tuple[np.ndarray, list[int]]:
         model = Recorder(delay_s=0.2)
-        coalescer = Coalescer(model, max_rows=256, max_in_flight=1, max_wait_s=0.05)
+        coalescer = matrix_coalescer(model, max_rows=256, max_in_flight=1, max_wait_s=0.05)
         started = asyncio.create_task(coalescer(rows(0, 2)))
         await asyncio.sleep(0.01)  # its call is running
         with pytest.raises(WaitedTooLongError):
