@@ -64,7 +64,7 @@ serve: setup ## serve the latest built Bento on PORT (default 3000)
 
 demo: bento serve ## the main job end to end: bento + serve
 
-test: lint typecheck promtool container-engine ## lint, type check, then the whole test suite (unit, integration, e2e, images)
+test: lint typecheck promtool wrk container-engine ## lint, type check, then the whole test suite (unit, integration, e2e, images)
 	$(BIN)/pytest
 
 container-engine: ## as root: podman and the local base images for the image tests (otherwise they skip, saying why)
@@ -81,11 +81,20 @@ smoke: setup ## headless Locust smoke run (a master and LOCUST_PROCESSES workers
 		--processes $(LOCUST_PROCESSES) --master-bind-host 127.0.0.1 \
 		--csv $(REPORTS)/smoke --html $(REPORTS)/smoke.html --exit-code-on-error 1
 
-bench: setup ## side by side vs mlflow models serve and the floors -> loadtests/reports/bench-<stamp>/ (needs `make bento`)
+# wrk is the benchmark's closed-loop client (loadtests/load/wrk.py); without it the bench falls back to
+# the aiohttp burst client and says so in its report.
+.PHONY: wrk
+wrk: ## wrk on PATH (as root, installs Debian's wrk package; otherwise says how)
+	@command -v wrk >/dev/null 2>&1 && exit 0; \
+	if [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then \
+		echo "wrk is missing: as root, apt-get install -y wrk (the bench uses the aiohttp burst client meanwhile)" >&2; exit 0; fi; \
+	DEBIAN_FRONTEND=noninteractive apt-get update -qq && apt-get install -y -qq --no-install-recommends wrk >/dev/null
+
+bench: setup wrk ## side by side vs mlflow models serve and the floors -> loadtests/reports/bench-<stamp>/ (needs `make bento`)
 	$(BIN)/python -m loadtests.bench.side_by_side --processes $(LOCUST_PROCESSES)
 
 .PHONY: bench-canary
-bench-canary: setup ## the canary split's cost: the default topology with and without a 25% canary, 9 closed-loop rounds (needs `make bento`)
+bench-canary: setup wrk ## the canary split's cost: the default topology with and without a 25% canary, 9 closed-loop rounds (needs `make bento`)
 	$(BIN)/python -m loadtests.bench.side_by_side --only project canary --rounds 9 --no-capacity
 
 batch-bench: setup ## batch rows/s: torch core, batch.score, Dask 1 and 2 workers -> loadtests/reports/batch-<stamp>/ (needs `make promote`)

@@ -20,18 +20,18 @@
    not by a model's speed.
 
 Every server is started first and stays up; the closed-loop bursts then go round the systems
-``ROUNDS`` times, so a slow minute of a shared host hits every system alike, and each figure
-is a median with its range across rounds. Closed loop: 16 connections, one application per
+``ROUNDS`` times, so a slow minute of a shared host hits every system alike, and each figure is
+a median with its range across rounds. Closed loop: 16 connections, one application per
 request, from wrk for ``ROUND_S`` seconds (as the speed targets are stated;
 `loadtests/load/wrk.py`), or without wrk on PATH (``--client burst``) the aiohttp burst client,
-``PER_CONNECTION`` requests per connection (it takes about half a core beside the servers,
-which flattens the ratios); either shares the cores with the servers, so absolute req/s are
-lower bounds and the ratios are the result; beside it, the server's own CPU per request (all
-its processes), which other load on the host disturbs far less than req/s. Capacity of all but
-the floors: open-loop Poisson arrivals from the sizing's paced Locust source (``--processes``
-workers, each system's own body: `loadtests/load/locust_run.py`), read with the sizing's knee
-search on a small grid (``GRID``, `loadtests/sizing/knee.py`). Prints a Markdown report and
-writes it to loadtests/reports/bench-YYYYMMDD-HHMM/report.md.
+``PER_CONNECTION`` requests per connection (Python on the same cores: it takes back much of
+what a server saves, which flattens the ratios); either shares the cores with the servers, so
+absolute req/s are lower bounds and the ratios are the result; beside it, the server's own CPU
+per request (all its processes), which other load on the host disturbs far less than req/s.
+Capacity of all but the floors: open-loop Poisson arrivals from the sizing's paced Locust
+source (``--processes`` workers, each system's own body: `loadtests/load/locust_run.py`), read
+with the sizing's knee search on a small grid (``GRID``, `loadtests/sizing/knee.py`). Prints a
+Markdown report and writes it to loadtests/reports/bench-YYYYMMDD-HHMM/report.md.
 """
 
 from __future__ import annotations
@@ -75,6 +75,7 @@ from serving.settings import WorkerSettings
 CONNECTIONS = 16
 PER_CONNECTION = 150  # the burst client's requests per connection and round
 ROUND_S = 5  # wrk's seconds per round
+WARM_UP_S = 3  # wrk's seconds of warm-up per system
 ROUNDS = 3
 SLO_P99_MS = 100.0
 # The capacity search: 6 s steps from 50 req/s by x1.25 until p99 passes the SLO (a break is
@@ -275,6 +276,17 @@ def closed_round(server: Server, system: System, client: str) -> tuple[LoadResul
     return result, (cpu_after - cpu_before) * 1000 / max(result.requests, 1)
 
 
+def warm_up(server: Server, system: System, client: str) -> None:
+    """The client's own load for a few seconds, unmeasured: each server's first seconds under
+    load (lazy imports, first code paths, connection pools, the log's first commits) fall
+    outside every round."""
+    url = f"{server.url}{system.path}"
+    if client == "wrk":
+        wrk.wrk_burst(url, system.body, CONNECTIONS, WARM_UP_S)
+    else:
+        burst(url, system.body, CONNECTIONS, 20)
+
+
 def measure_all(
     systems_: list[System],
     folder: Path,
@@ -294,7 +306,7 @@ def measure_all(
             stack.callback(servers[system.name].stop)
         for system in systems_:
             server = servers[system.name].wait_ready(timeout_s=600)
-            burst(f"{server.url}{system.path}", system.body, CONNECTIONS, 20)  # warm-up
+            warm_up(server, system, client)
         for round_ in range(1, rounds + 1):
             for system in systems_:
                 result, cpu_ms = closed_round(servers[system.name], system, client)
