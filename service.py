@@ -113,7 +113,7 @@ class CreditRiskAPI:
             split=self.split,
         )
         self.background: list[asyncio.Task[None]] = []
-        freeze_startup_heap()
+        freeze_startup_heap(worker)
 
     def choose_scorer(self) -> Scorer:
         max_rows = worker.runner_max_batch_size

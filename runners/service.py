@@ -89,7 +89,7 @@ class ModelRunner:
             worker.torch_threads,
         )
         self.model_routes = model_routes(self.models, worker.runner_max_batch_size)
-        freeze_startup_heap()
+        freeze_startup_heap(worker)
 
     @bentoml.on_startup
     async def defer_stop(self) -> None:

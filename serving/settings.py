@@ -25,6 +25,12 @@ class WorkerSettings(BaseSettings):
         description="OpenTelemetry spans for `/score` and the runner's model calls (for a "
         "configured tracing exporter; off saves about a sixth of the CPU per request).",
     )
+    gc_thresholds: tuple[int, int, int] = Field(
+        (20_000, 20, 50),
+        description="Python's garbage collector thresholds in every serving worker, as JSON "
+        "(`[700, 10, 10]` is Python's default): young collections every 20,000 allocations, not "
+        "every 700, since a request allocates hundreds of short-lived objects.",
+    )
     drain_timeout_s: float = Field(
         20.0,
         gt=0,

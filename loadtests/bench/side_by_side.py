@@ -17,7 +17,9 @@
 7. the cost of a canary split: the default topology with the champion's own model pinned as a
    canary deciding 25% of applications (``CREDIT_RISK_CANARY_TAG``/``…_SHARE``), so the pair
    differs by the split alone (assignment, a second coalescer per call, per-arm monitoring),
-   not by a model's speed.
+   not by a model's speed;
+8. the garbage collector's thresholds: the default topology with Python's default thresholds
+   (``CREDIT_RISK_GC_THRESHOLDS=[700, 10, 10]``) beside the project's.
 
 Every server is started first and stays up; the closed-loop bursts then go round the systems
 ``ROUNDS`` times, so a slow minute of a shared host hits every system alike, and each figure is
@@ -99,11 +101,13 @@ BARE = "bare uvicorn ASGI endpoint"
 REASONS_ON = "in-process, 2 workers, a decline: principal reasons on"
 REASONS_OFF = "in-process, 2 workers, a decline: principal reasons off"
 CANARY = "project with a canary deciding 25% (the champion's model again)"
+DEFAULT_GC = "project with Python's default GC thresholds"
 FLOORS = (TRIVIAL, BARE)  # no capacity search: they do nothing
-NO_CAPACITY = (*FLOORS, CANARY)  # the canary pair is compared closed-loop
+NO_CAPACITY = (*FLOORS, CANARY, DEFAULT_GC)  # the pairs are compared closed-loop
 SYSTEM_KEYS = {
     "project": PROJECT,
     "canary": CANARY,
+    "default-gc": DEFAULT_GC,
     "inprocess": IN_PROCESS,
     "mlflow": MLFLOW,
     "mlflow2": MLFLOW_2,
@@ -145,6 +149,13 @@ def systems(
             score_body,
             target="credit-risk:latest",
             env=(("CREDIT_RISK_CANARY_TAG", champion_tag), ("CREDIT_RISK_CANARY_SHARE", "0.25")),
+        ),
+        System(
+            DEFAULT_GC,
+            "/score",
+            score_body,
+            target="credit-risk:latest",
+            env=(("CREDIT_RISK_GC_THRESHOLDS", "[700, 10, 10]"),),
         ),
         System(IN_PROCESS, "/score", score_body, target="credit-risk:latest", env=IN_PROCESS_ENV),
         mlflow_serve(MLFLOW, mlflow_uri, matrix_row, workers=1),
@@ -494,6 +505,13 @@ def main(argv: list[str] | None = None) -> None:
             CANARY,
             PROJECT,
             ">= 0.95 (split costs < 5%)",
+        ),
+        ratio_row(
+            "project (default) / with Python's default GC thresholds",
+            measured,
+            PROJECT,
+            DEFAULT_GC,
+            "(`CREDIT_RISK_GC_THRESHOLDS`)",
         ),
         ratio_row(
             "a decline with reasons / without",

@@ -3,12 +3,14 @@ named) one."""
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 
 from model_artifact.champion import ChampionRecord, Promotion, resolve_served_tags, write_champion
 from model_artifact.settings import RegistrySettings
 from serving.settings import WorkerSettings
-from serving.worker import service_logging
+from serving.worker import freeze_startup_heap, service_logging
 
 PROMOTION = Promotion(
     bento_model_tag="credit-risk:mlflow-v3",
@@ -57,3 +59,18 @@ def test_access_log_is_off_unless_asked_for(monkeypatch):
     assert service_logging(WorkerSettings()) == {"access": {"enabled": False}}
     monkeypatch.setenv("CREDIT_RISK_ACCESS_LOG", "true")
     assert service_logging(WorkerSettings()) == {"access": {"enabled": True}}
+
+
+def test_gc_thresholds_are_set_after_the_startup_freeze_and_read_from_json(monkeypatch):
+    assert WorkerSettings().gc_thresholds == (20_000, 20, 50)
+    monkeypatch.setenv("CREDIT_RISK_GC_THRESHOLDS", "[700, 10, 10]")
+    settings = WorkerSettings()
+    assert settings.gc_thresholds == (700, 10, 10)
+    before = gc.get_threshold()
+    try:
+        freeze_startup_heap(WorkerSettings(gc_thresholds=(1234, 5, 6)))
+        assert gc.get_threshold() == (1234, 5, 6)
+        assert gc.get_freeze_count() > 0  # the start-up heap is out of every collection
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)
