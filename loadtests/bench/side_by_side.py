@@ -136,28 +136,30 @@ def systems(
     matrix_row: list[float],
     declined: dict[str, object],
     champion_tag: str,
+    bento: str = "credit-risk:latest",
 ) -> list[System]:
-    """The servers, each with the body its API takes for one application."""
+    """The servers, each with the body its API takes for one application; the project's from
+    ``bento`` (an earlier build's tag: that build's code, for a before/after in one run)."""
     score_body = json.dumps({"applications": [record]}).encode()
     decline_body = json.dumps({"applications": [declined]}).encode()
     mlflow_uri = f"models:/{registry.registered_model_name}@{registry.champion_alias}"
     return [
-        System(PROJECT, "/score", score_body, target="credit-risk:latest"),
+        System(PROJECT, "/score", score_body, target=bento),
         System(
             CANARY,
             "/score",
             score_body,
-            target="credit-risk:latest",
+            target=bento,
             env=(("CREDIT_RISK_CANARY_TAG", champion_tag), ("CREDIT_RISK_CANARY_SHARE", "0.25")),
         ),
         System(
             DEFAULT_GC,
             "/score",
             score_body,
-            target="credit-risk:latest",
+            target=bento,
             env=(("CREDIT_RISK_GC_THRESHOLDS", "[700, 10, 10]"),),
         ),
-        System(IN_PROCESS, "/score", score_body, target="credit-risk:latest", env=IN_PROCESS_ENV),
+        System(IN_PROCESS, "/score", score_body, target=bento, env=IN_PROCESS_ENV),
         mlflow_serve(MLFLOW, mlflow_uri, matrix_row, workers=1),
         mlflow_serve(MLFLOW_2, mlflow_uri, matrix_row, workers=2),
         System(TRIVIAL, "/score", score_body, target="loadtests.bench.floors:TrivialBento"),
@@ -178,12 +180,12 @@ def systems(
             ],
             ready_path="/",
         ),
-        System(REASONS_ON, "/score", decline_body, target="credit-risk:latest", env=IN_PROCESS_ENV),
+        System(REASONS_ON, "/score", decline_body, target=bento, env=IN_PROCESS_ENV),
         System(
             REASONS_OFF,
             "/score",
             decline_body,
-            target="credit-risk:latest",
+            target=bento,
             env=(*IN_PROCESS_ENV, ("CREDIT_RISK_REASONS_FOR_DECISIONS", "requested")),
         ),
     ]
@@ -419,6 +421,11 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--rounds", type=int, default=ROUNDS, help="closed-loop rounds")
     parser.add_argument(
+        "--bento",
+        default="credit-risk:latest",
+        help="the Bento the project's systems serve (an earlier build's tag: its code)",
+    )
+    parser.add_argument(
         "--no-capacity", action="store_true", help="closed-loop rounds only, no capacity search"
     )
     parser.add_argument(
@@ -437,12 +444,12 @@ def main(argv: list[str] | None = None) -> None:
     machine = (
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}, torch {torch.__version__}, bentoml {bentoml.__version__}; "
-        f"model {model.tag}."
+        f"model {model.tag}; the project's systems serve {args.bento}."
     )
     thresholds = DecisionSettings()
     declined = first_declined(model, thresholds)
     with tempfile.TemporaryDirectory() as folder:
-        chosen = systems(registry, record, matrix_row, declined, model.tag)
+        chosen = systems(registry, record, matrix_row, declined, model.tag, args.bento)
         if args.only:
             names = {SYSTEM_KEYS[key] for key in args.only}
             chosen = [system for system in chosen if system.name in names]
