@@ -23,7 +23,7 @@ from loadtests.sizing.recommend import API, RUNNER, Stage
 
 RUN = runs.RESULTS / "sizing-20261123-1452"  # the reference run the sizing docs describe
 # the run the committed profiles come from: the newest sizing of the current code
-PROFILED_RUN = runs.RESULTS / "sizing-20261204-1715"
+PROFILED_RUN = runs.RESULTS / "sizing-20261204-2330"
 GRID = yaml.safe_load((runs.LOADTESTS / "sizing.yaml").read_text())
 PRICES = yaml.safe_load((runs.LOADTESTS / "prices.yaml").read_text())
 
