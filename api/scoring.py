@@ -5,8 +5,8 @@ class holds what they need for each served model (an ``Arm``) and runs them in o
 Requests that arrive together share one pass (``serving/coalesce.py``): their applications are
 joined, go through the steps as one batch, and each request gets its own answers back. Every
 step costs about the same for one row as for a few (numpy calls, a runner hop, a metrics
-update, a log write), so under load a pass answering five requests costs little more than one;
-an idle worker joins nothing and adds no wait.
+update, a log write), so under load a pass answering several requests costs little more than
+one; an idle worker joins nothing and adds no wait.
 
 With a canary, each application is decided by one arm, chosen by its request id
 (``api/canary.py``): a request's rows are split, each part goes through its own model's fitted
@@ -22,6 +22,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import partial
+from itertools import accumulate
 from typing import Any
 
 import numpy as np
@@ -127,24 +128,25 @@ class ScoringPipeline:
         own order. A pass fails as a whole (the champion's runner down fails them all)."""
         records = [record for request in requests for record in request.records]
         ids = [request_id for request in requests for request_id in request.ids]
-        results = await self.answer_rows(records, ids, owners(requests), explain)
-        ends = np.cumsum([len(request) for request in requests]).tolist()
+        sizes = [len(request) for request in requests]
+        results = await self.answer_rows(records, ids, sizes, explain)
         return [
-            ScoreResponse(results=results[end - len(request) : end])
-            for request, end in zip(requests, ends, strict=True)
+            ScoreResponse(results=results[end - size : end])
+            for size, end in zip(sizes, accumulate(sizes), strict=True)
         ]
 
     async def answer_rows(
-        self, records: list[dict[str, Any]], ids: list[str], owner: np.ndarray, explain: bool
+        self, records: list[dict[str, Any]], ids: list[str], sizes: list[int], explain: bool
     ) -> list[ScoreResult]:
-        """Every row's answer, in order; ``owner``: the index of each row's request, so that
-        a canary's windows count requests, not rows."""
+        """Every row's answer, in order; ``sizes``: how many of the rows each request of the
+        pass brought, so that a canary's windows count requests, not rows."""
         canary, split = self.canary, self.split
         to_canary = split.rows(ids) if canary is not None and split is not None else None
         if canary is None or to_canary is None or not to_canary.any():
-            part = await self.tracked(self.champion, records, ids, explain, request_count(owner))
+            part = await self.tracked(self.champion, records, ids, explain, len(sizes))
             self.record(part)
             return part.results
+        owner = np.repeat(np.arange(len(sizes)), sizes)  # each row's request
         rows = [np.flatnonzero(~to_canary), np.flatnonzero(to_canary)]
         champion_rows, canary_rows = rows
         outcomes = await asyncio.gather(
@@ -253,11 +255,6 @@ class ScoringPipeline:
 
 def pick(values: Sequence[Any], rows: np.ndarray) -> list[Any]:
     return [values[row] for row in rows.tolist()]
-
-
-def owners(requests: Sequence[Request]) -> np.ndarray:
-    """The index of each row's request, for the rows of ``requests`` joined in order."""
-    return np.repeat(np.arange(len(requests)), [len(request) for request in requests])
 
 
 def request_count(owner: np.ndarray) -> int:

@@ -276,28 +276,23 @@ def start(system: System, folder: Path) -> Server:
     )
 
 
+def closed_loop(server: Server, system: System, client: str, warm_up: bool = False) -> LoadResult:
+    """16 connections of the system's body from ``client``: a round, or (``warm_up``) a shorter
+    unmeasured run, so each server's first seconds under load (lazy imports, first code paths,
+    connection pools, the log's first commits) fall outside every round."""
+    url = f"{server.url}{system.path}"
+    if client == "wrk":
+        return wrk.wrk_burst(url, system.body, CONNECTIONS, WARM_UP_S if warm_up else ROUND_S)
+    return burst(url, system.body, CONNECTIONS, 20 if warm_up else PER_CONNECTION)
+
+
 def closed_round(server: Server, system: System, client: str) -> tuple[LoadResult, float]:
-    """One closed-loop burst and the server's CPU milliseconds per request over it."""
+    """One closed-loop round and the server's CPU milliseconds per request over it."""
     process = psutil.Process(server.process.pid)
     cpu_before, _ = measure.tree_usage(process)
-    url = f"{server.url}{system.path}"
-    if client == "wrk":
-        result = wrk.wrk_burst(url, system.body, CONNECTIONS, ROUND_S)
-    else:
-        result = burst(url, system.body, CONNECTIONS, PER_CONNECTION)
+    result = closed_loop(server, system, client)
     cpu_after, _ = measure.tree_usage(process)
     return result, (cpu_after - cpu_before) * 1000 / max(result.requests, 1)
-
-
-def warm_up(server: Server, system: System, client: str) -> None:
-    """The client's own load for a few seconds, unmeasured: each server's first seconds under
-    load (lazy imports, first code paths, connection pools, the log's first commits) fall
-    outside every round."""
-    url = f"{server.url}{system.path}"
-    if client == "wrk":
-        wrk.wrk_burst(url, system.body, CONNECTIONS, WARM_UP_S)
-    else:
-        burst(url, system.body, CONNECTIONS, 20)
 
 
 def measure_all(
@@ -319,7 +314,7 @@ def measure_all(
             stack.callback(servers[system.name].stop)
         for system in systems_:
             server = servers[system.name].wait_ready(timeout_s=600)
-            warm_up(server, system, client)
+            closed_loop(server, system, client, warm_up=True)
         for round_ in range(1, rounds + 1):
             for system in systems_:
                 result, cpu_ms = closed_round(servers[system.name], system, client)

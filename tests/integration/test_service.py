@@ -59,9 +59,9 @@ def test_requests_arriving_together_share_one_pass_and_each_gets_its_own_answers
     passes: list[int] = []
     answer_rows = api.pipeline.answer_rows
 
-    async def counted(records, ids, owner, explain):
+    async def counted(records, ids, sizes, explain):
         passes.append(len(records))
-        return await answer_rows(records, ids, owner, explain)
+        return await answer_rows(records, ids, sizes, explain)
 
     monkeypatch.setattr(api.pipeline, "answer_rows", counted)
 
