@@ -15,11 +15,11 @@ from collections.abc import Awaitable, Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-import aiohttp
 import numpy as np
 from bentoml.exceptions import ServiceUnavailable
 
 from api.runner_breaker import RunnerBreaker
+from api.runner_client import RunnerConnectionError
 from api.settings import RunnerClientSettings
 from monitoring.metrics import RUNNER_BUSY, RUNNER_CALL_RETRIES
 from serving.coalesce import MatrixCoalescer, WaitedTooLongError, coalesced, matrix_coalescer
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 RETRIES = RepeatedWarnings(log)  # one line per interval; the metric counts each retry
 
 # no answer at all (connection refused, reset or cut, truncated body, timeout) ...
-UNREACHABLE = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError)
+UNREACHABLE = (RunnerConnectionError, TimeoutError)
 # ... or an answer that says "later" (the runner shedding load): both worth a retry
 RETRYABLE = (*UNREACHABLE, ServiceUnavailable)
 

@@ -10,6 +10,8 @@ has one definition.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 MEDIA_TYPE = "application/x-credit-risk-matrix"
@@ -48,7 +50,7 @@ def parse_shape(shape_header: str | None, max_rows: int) -> tuple[int, ...]:
 
 def body_size(shape: tuple[int, ...]) -> int:
     """Bytes of the body that carries a matrix of ``shape``."""
-    return int(np.prod(shape)) * DTYPE.itemsize
+    return math.prod(shape) * DTYPE.itemsize
 
 
 def decode(body: bytes, shape: tuple[int, ...]) -> np.ndarray:

@@ -1,7 +1,9 @@
 """The API→runner hop over real HTTP: ``MatrixClient`` against ``MatrixEndpoint`` served by
 uvicorn on a Unix socket (as a spawned local runner is) and on TCP (as a deployed one is).
 BentoML's own routes behind the endpoint are stood in for by a plain ASGI app: the endpoint must
-answer its content type itself and pass everything else through untouched."""
+answer its content type itself and pass everything else through untouched. Raw requests (bad
+ones, other content types) go through aiohttp, as any other HTTP client's would; the client's
+own connection handling meets a hand-written server that misbehaves on purpose."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ import pytest
 import uvicorn
 from bentoml.exceptions import NotFound, ServiceUnavailable
 
-from api.runner_client import MatrixClient, RunnerCallError
+from api.runner_client import Address, MatrixClient, RunnerCallError, RunnerConnectionError
 from api.scorer import RemoteScorer, RunnerUnreachable
 from api.settings import RunnerClientSettings
 from runners.matrix_endpoint import MatrixEndpoint, ModelRoute
@@ -168,14 +170,23 @@ def test_runner_errors_map_to_what_the_api_retries_or_reports(runner_url):
     run(main)
 
 
+def http_session(runner_url: str) -> aiohttp.ClientSession:
+    """A general HTTP client for the runner's address."""
+    if runner_url.startswith("file://"):
+        socket = runner_url.removeprefix("file://")
+        return aiohttp.ClientSession(
+            "http://127.0.0.1:3000", connector=aiohttp.UnixConnector(path=socket)
+        )
+    return aiohttp.ClientSession(runner_url.replace("tcp://", "http://"))
+
+
 def test_malformed_calls_get_a_400_naming_the_problem(runner_url):
     async def post(headers: dict[str, str], body: bytes) -> tuple[int, dict]:
-        client = MatrixClient(runner_url, max_rows=1024)
-        try:
-            async with client.connect().post("/predict", data=body, headers=headers) as response:
-                return response.status, json.loads(await response.read())
-        finally:
-            await client.close()
+        async with (
+            http_session(runner_url) as session,
+            session.post("/predict", data=body, headers=headers) as response,
+        ):
+            return response.status, json.loads(await response.read())
 
     matrix = {"content-type": matrix_wire.MEDIA_TYPE}
     cases = [
@@ -195,13 +206,11 @@ def test_malformed_calls_get_a_400_naming_the_problem(runner_url):
 
 def test_other_content_types_reach_bentomls_route(runner_url):
     async def main():
-        client = MatrixClient(runner_url, max_rows=1024)
-        try:
-            session = client.connect()
-            async with session.post("/predict", json={"matrix": [[0.0] * WIDTH]}) as response:
-                return response.status, await response.read()
-        finally:
-            await client.close()
+        async with (
+            http_session(runner_url) as session,
+            session.post("/predict", json={"matrix": [[0.0] * WIDTH]}) as response,
+        ):
+            return response.status, await response.read()
 
     assert run(main) == (200, b"bentoml route")
 
@@ -226,7 +235,7 @@ def test_a_runner_that_is_not_there_is_unreachable_within_the_deadline(tmp_path)
     run(main)
 
 
-def test_connection_errors_are_aiohttps_own(tmp_path):
+def test_a_runner_that_is_not_there_is_a_connection_error(tmp_path):
     async def main():
         client = MatrixClient((tmp_path / "gone.sock").as_uri(), max_rows=1024)
         try:
@@ -234,5 +243,119 @@ def test_connection_errors_are_aiohttps_own(tmp_path):
         finally:
             await client.close()
 
-    with pytest.raises(aiohttp.ClientConnectionError):
+    with pytest.raises(RunnerConnectionError, match="cannot connect to the runner"):
         run(main)
+
+
+class RawRunner:
+    """A hand-written HTTP/1.1 runner on a Unix socket that answers each matrix call with its
+    own first column: ``hold_s`` delays the answer to rows whose value is negative, ``close``
+    closes each connection after its answer without saying so, ``garbage`` answers non-HTTP."""
+
+    def __init__(self, hold_s: float = 0.0, close: bool = False, garbage: bool = False) -> None:
+        self.hold_s, self.close, self.garbage = hold_s, close, garbage
+        self.connections = 0
+
+    async def serve(self, socket: Path) -> asyncio.AbstractServer:
+        return await asyncio.start_unix_server(self.connection, str(socket))
+
+    async def connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                headers = dict(
+                    line.split(": ", 1) for line in head.decode().split("\r\n")[1:] if line
+                )
+                shape = matrix_wire.parse_shape(headers["x-matrix-shape"], 1024)
+                body = await reader.readexactly(int(headers["content-length"]))
+                column = matrix_wire.decode(body, shape)[:, 0].copy()
+                if self.garbage:
+                    writer.write(b"not http at all\r\n\r\n")
+                    await writer.drain()
+                    continue
+                if column[0] < 0:
+                    await asyncio.sleep(self.hold_s)
+                answer, answer_shape = matrix_wire.encode(column)
+                writer.write(
+                    f"HTTP/1.1 200 OK\r\ncontent-length: {len(answer)}\r\n"
+                    f"x-matrix-shape: {answer_shape}\r\n\r\n".encode()
+                    + answer
+                )
+                await writer.drain()
+                if self.close:
+                    break
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+def rows(value: float) -> np.ndarray:
+    return np.full((2, WIDTH), value, dtype=np.float32)
+
+
+def test_a_call_cut_off_by_its_deadline_never_hands_its_answer_to_the_next(tmp_path):
+    """The cancelled call's answer is still on its way: its connection must not be reused."""
+    runner = RawRunner(hold_s=0.3)
+
+    async def main():
+        server = await runner.serve(tmp_path / "runner.sock")
+        client = MatrixClient((tmp_path / "runner.sock").as_uri(), max_rows=1024)
+        try:
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(client.call("predict", rows(-1.0)), 0.05)
+            answers = [await client.call("predict", rows(float(i))) for i in range(3)]
+            await asyncio.sleep(0.4)  # the held answer arrives on a connection nobody reads
+            answers.append(await client.call("predict", rows(7.0)))
+            return answers
+        finally:
+            await client.close()
+            server.close()
+
+    answers = run(main)
+    assert [answer.tolist() for answer in answers] == [[0, 0], [1, 1], [2, 2], [7, 7]]
+    assert runner.connections == 2  # the cut one, then one kept alive for the rest
+
+
+def test_a_connection_the_runner_closed_while_idle_is_replaced(tmp_path):
+    runner = RawRunner(close=True)
+
+    async def main():
+        server = await runner.serve(tmp_path / "runner.sock")
+        client = MatrixClient((tmp_path / "runner.sock").as_uri(), max_rows=1024)
+        try:
+            answers = []
+            for i in range(3):
+                answers.append(await client.call("predict", rows(float(i))))
+                await asyncio.sleep(0.05)  # the runner's close reaches the client
+            return answers
+        finally:
+            await client.close()
+            server.close()
+
+    assert [answer.tolist() for answer in run(main)] == [[0, 0], [1, 1], [2, 2]]
+    assert runner.connections == 3
+
+
+def test_an_answer_that_is_not_http_is_a_connection_error(tmp_path):
+    async def main():
+        server = await RawRunner(garbage=True).serve(tmp_path / "runner.sock")
+        client = MatrixClient((tmp_path / "runner.sock").as_uri(), max_rows=1024)
+        try:
+            await client.call("predict", rows(1.0))
+        finally:
+            await client.close()
+            server.close()
+
+    with pytest.raises(RunnerConnectionError, match="not HTTP"):
+        run(main)
+
+
+def test_runner_urls_name_where_it_listens():
+    assert Address.parse("file:///tmp/r.sock") == Address("127.0.0.1:3000", unix_path="/tmp/r.sock")
+    assert Address.parse("tcp://runner:3000") == Address("runner:3000", host="runner", port=3000)
+    assert Address.parse("https://runner.example") == Address(
+        "runner.example", host="runner.example", port=443, tls=True
+    )
+    with pytest.raises(ValueError, match="expected file://"):
+        Address.parse("ftp://runner")

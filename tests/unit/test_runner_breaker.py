@@ -7,12 +7,12 @@ from __future__ import annotations
 import asyncio
 import time
 
-import aiohttp
 import numpy as np
 import pytest
 from bentoml.exceptions import ServiceUnavailable
 
 from api.runner_breaker import RunnerBreaker
+from api.runner_client import RunnerConnectionError
 from api.scorer import (
     RemoteScorer,
     RunnerBusy,
@@ -61,7 +61,7 @@ def test_a_hung_runner_costs_one_deadline_then_unreachable():
 
 
 def test_refused_connections_are_retried_then_unreachable():
-    refused = aiohttp.ClientConnectionError("refused")
+    refused = RunnerConnectionError("cannot connect to the runner: refused")
     call, calls = failing(refused)
     with pytest.raises(RunnerUnreachable):
         asyncio.run(with_retries(call, MATRIX, retries=2, deadline_s=5, backoff_s=0))
@@ -76,7 +76,7 @@ def test_a_shedding_runner_is_unavailable_but_not_unreachable():
 
 
 def test_a_retry_that_succeeds_answers():
-    call, calls = failing(aiohttp.ServerDisconnectedError(), then=np.arange(3.0), times=1)
+    call, calls = failing(RunnerConnectionError("the runner closed the connection"), then=np.arange(3.0), times=1)
     result = asyncio.run(with_retries(call, MATRIX, retries=2, deadline_s=5, backoff_s=0))
     np.testing.assert_array_equal(result, np.arange(3.0, dtype=np.float32))
     assert len(calls) == 2
