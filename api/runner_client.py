@@ -127,6 +127,10 @@ class Connection(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_exception(error)
 
+    @property
+    def closing(self) -> bool:
+        return self.transport is None or self.transport.is_closing()
+
     def close(self) -> None:
         self.reusable = False
         if self.transport is not None:
@@ -135,9 +139,11 @@ class Connection(asyncio.Protocol):
     async def exchange(self, request: bytes) -> Answer:
         """Send ``request`` (whole, one write) and wait for its answer. A call cancelled
         midway (the caller's deadline) leaves an answer on its way: the connection closes."""
-        assert self.transport is not None
+        transport = self.transport
+        if transport is None or transport.is_closing():  # connection_lost not yet called
+            raise RunnerConnectionError("the connection to the runner is closing")
         self.waiter = asyncio.get_running_loop().create_future()
-        self.transport.write(request)
+        transport.write(request)
         try:
             return await self.waiter
         except BaseException:
@@ -182,7 +188,7 @@ class MatrixClient:
         """An idle connection the runner has not closed, or a new one."""
         while self.idle:
             connection = self.idle.pop()
-            if connection.reusable:
+            if connection.reusable and not connection.closing:
                 return connection
         return await self.connect()
 

@@ -76,7 +76,9 @@ def test_a_shedding_runner_is_unavailable_but_not_unreachable():
 
 
 def test_a_retry_that_succeeds_answers():
-    call, calls = failing(RunnerConnectionError("the runner closed the connection"), then=np.arange(3.0), times=1)
+    call, calls = failing(
+        RunnerConnectionError("the runner closed the connection"), then=np.arange(3.0), times=1
+    )
     result = asyncio.run(with_retries(call, MATRIX, retries=2, deadline_s=5, backoff_s=0))
     np.testing.assert_array_equal(result, np.arange(3.0, dtype=np.float32))
     assert len(calls) == 2
