@@ -1,8 +1,9 @@
 """The deployment topology on one machine: API and runner as separate `bentoml serve`
 processes from the built Bento's source, the API reaching the runner by URL over HTTP, as the
-two Kubernetes Deployments do. Also: the API is not ready, and answers 503, without a runner;
-and train/serve parity over HTTP: the built Bento, served with the runner and in-process,
-answers training's whole test split with training's probabilities and their decisions."""
+two Kubernetes Deployments do; such an API never loads torch. Also: the API is not ready, and
+answers 503, without a runner; and train/serve parity over HTTP: the built Bento, served with
+the runner and in-process, answers training's whole test split with training's probabilities
+and their decisions."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import bentoml
 import numpy as np
+import psutil
 import pytest
 import requests
 from tests_support import served_answers, serving_env
@@ -32,6 +34,17 @@ def ready(url: str) -> bool:
         return requests.get(f"{url}/readyz", timeout=3).status_code == 200
     except requests.Timeout:
         return False
+
+
+def process_tree(pid: int) -> list[int]:
+    """A served process and every process under it (BentoML's workers)."""
+    parent = psutil.Process(pid)
+    return [parent.pid, *(child.pid for child in parent.children(recursive=True))]
+
+
+def loads_torch(pid: int) -> bool:
+    """Whether torch's native library is mapped into the process."""
+    return "libtorch" in Path(f"/proc/{pid}/maps").read_text()
 
 
 @pytest.fixture(scope="module")
@@ -92,6 +105,9 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
         )
         assert "path=/predict" in runner.log.read_text()  # the runner process did the scoring
         assert "[service:credit_risk_runner" not in api.log.read_text()  # none spawned locally
+        # an API that scores remotely never loads torch; the runner's processes do
+        assert not any(loads_torch(pid) for pid in process_tree(api.process.pid))
+        assert any(loads_torch(pid) for pid in process_tree(runner.process.pid))
 
         # 32 connections against an in-flight bound of 2: shed with 503, never dropped
         overload = burst(f"{api.url}/score", json.dumps(body).encode(), 32, 10).outcomes
