@@ -7,11 +7,11 @@ runner's Unix socket, or ``CREDIT_RISK_RUNNER_URL``), answers readiness probes a
 this client only sends matrices to the same address.
 
 Why not a general HTTP client (aiohttp, as before): under load its request and response
-machinery (a writer task, payload objects, header multidicts, stream readers) cost each API
-worker about 12% of its CPU, more than the features. A model call is one request line, four
-headers and a sized body: here it is one write on a kept-alive connection, and the answer is
-read by httptools, the parser uvicorn serves with, so keep-alive, chunked bodies and servers
-that close are handled as HTTP/1.1 says.
+machinery (a writer task, payload objects, header multidicts, stream readers) was the largest
+piece of an API worker after the HTTP server itself (``docs/performance.md``). A model call is
+one request line, four headers and a sized body: here it is one write on a kept-alive
+connection, and the answer is read by httptools, the parser uvicorn serves with, so keep-alive,
+chunked bodies and servers that close are handled as HTTP/1.1 says.
 """
 
 from __future__ import annotations
@@ -77,7 +77,8 @@ class Answer:
 class Connection(asyncio.Protocol):
     """One kept-alive connection carrying one call at a time. Parser callbacks
     (``on_header``, ``on_body``, ``on_message_complete``) fill the answer; a connection that
-    breaks, answers garbage or says it will close is never used again."""
+    breaks, answers garbage or says it will close is closed, and a closing one is never used
+    again."""
 
     def __init__(self) -> None:
         self.parser = httptools.HttpResponseParser(self)
@@ -85,13 +86,12 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[Answer] | None = None
         self.answer = Answer()
         self.size = 0
-        self.reusable = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's does not subclass it
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.reusable = False
+        self.transport = None
         self.fail(RunnerConnectionError(f"the runner closed the connection ({exc or 'EOF'})"))
 
     def data_received(self, data: bytes) -> None:
@@ -129,21 +129,20 @@ class Connection(asyncio.Protocol):
 
     @property
     def closing(self) -> bool:
+        """Closed by either side, or on its way (``connection_lost`` not called yet)."""
         return self.transport is None or self.transport.is_closing()
 
     def close(self) -> None:
-        self.reusable = False
         if self.transport is not None:
             self.transport.close()
 
     async def exchange(self, request: bytes) -> Answer:
         """Send ``request`` (whole, one write) and wait for its answer. A call cancelled
         midway (the caller's deadline) leaves an answer on its way: the connection closes."""
-        transport = self.transport
-        if transport is None or transport.is_closing():  # connection_lost not yet called
+        if self.closing or self.transport is None:  # (None: for the type checker)
             raise RunnerConnectionError("the connection to the runner is closing")
         self.waiter = asyncio.get_running_loop().create_future()
-        transport.write(request)
+        self.transport.write(request)
         try:
             return await self.waiter
         except BaseException:
@@ -188,7 +187,7 @@ class MatrixClient:
         """An idle connection the runner has not closed, or a new one."""
         while self.idle:
             connection = self.idle.pop()
-            if connection.reusable and not connection.closing:
+            if not connection.closing:
                 return connection
         return await self.connect()
 
@@ -206,7 +205,7 @@ class MatrixClient:
         request = self.request(method, matrix)
         connection = await self.take()
         answer = await connection.exchange(request)
-        if connection.reusable and not self.closed:
+        if not connection.closing and not self.closed:
             self.idle.append(connection)
         else:
             connection.close()

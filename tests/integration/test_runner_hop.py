@@ -176,12 +176,11 @@ def test_runner_errors_map_to_what_the_api_retries_or_reports(runner_url):
 
 def http_session(runner_url: str) -> aiohttp.ClientSession:
     """A general HTTP client for the runner's address."""
-    if runner_url.startswith("file://"):
-        socket = runner_url.removeprefix("file://")
-        return aiohttp.ClientSession(
-            "http://127.0.0.1:3000", connector=aiohttp.UnixConnector(path=socket)
-        )
-    return aiohttp.ClientSession(runner_url.replace("tcp://", "http://"))
+    address = Address.parse(runner_url)
+    base = f"http://{address.host_header}"
+    if address.unix_path is not None:
+        return aiohttp.ClientSession(base, connector=aiohttp.UnixConnector(path=address.unix_path))
+    return aiohttp.ClientSession(base)
 
 
 def test_malformed_calls_get_a_400_naming_the_problem(runner_url):
