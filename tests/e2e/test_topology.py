@@ -36,6 +36,17 @@ def ready(url: str) -> bool:
         return False
 
 
+def logged(server: Server, text: str, timeout_s: float = 10) -> bool:
+    """Whether ``text`` reaches the server's log: a line BentoML writes once the response is
+    sent can land after the caller already has its answer."""
+    deadline = time.monotonic() + timeout_s
+    while text not in server.log.read_text():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True
+
+
 def process_tree(pid: int) -> list[int]:
     """A served process and every process under it (BentoML's workers)."""
     parent = psutil.Process(pid)
@@ -103,7 +114,7 @@ def test_api_calls_a_separately_served_runner_over_http(server, bento_src, tmp_p
         assert [r["probability_default"] for r in results] == pytest.approx(
             [r["probability_default"] for r in expected], abs=1e-6
         )
-        assert "path=/predict" in runner.log.read_text()  # the runner process did the scoring
+        assert logged(runner, "path=/predict")  # the runner process did the scoring
         assert "[service:credit_risk_runner" not in api.log.read_text()  # none spawned locally
         # an API that scores remotely never loads torch; the runner's processes do
         assert not any(loads_torch(pid) for pid in process_tree(api.process.pid))
